@@ -1,0 +1,40 @@
+# flare-vnet: two commands set up and test a fresh machine (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROFILE ?= demo
+
+.PHONY: setup test lint format notebooks demo bench clean
+
+setup: $(BIN)/flare-synth
+
+$(BIN)/flare-synth: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --user --name flare-vnet --display-name "Python (flare-vnet)"
+	@touch $@
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check flare_helpers tests bench notebooks
+	$(BIN)/ruff format --check flare_helpers tests bench notebooks
+
+format:
+	$(BIN)/ruff check --fix flare_helpers tests bench notebooks
+	$(BIN)/ruff format flare_helpers tests bench notebooks
+
+# Regenerate every paired .ipynb from its reviewed jupytext source (no outputs).
+notebooks:
+	$(BIN)/jupytext --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]_*.py
+
+demo:
+	$(BIN)/flare-series --profile $(PROFILE)
+
+bench:
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,135 @@
+"""Console entry points: thin argparse layers over one library function each.
+
+Every command prints a one-line error naming the file and the problem and
+exits with status 2 for bad input (1 for an unexpected failure, 130 when
+interrupted); ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from flare_helpers.errors import FlareError
+
+EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def _run(
+    prog: str, parser: argparse.ArgumentParser, body: Callable, argv: Sequence[str] | None
+) -> int:
+    """Parse ``argv``, call ``body(args)`` and turn failures into one-line messages."""
+    args = parser.parse_args(argv)
+    try:
+        body(args)
+    except FlareError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug: say so in one line, full trace with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return 0
+
+
+# --------------------------------------------------------------------------- flare-synth
+
+
+def synth_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z]``."""
+    parser = _parser("flare-synth", "Write DIR/FLARE22Train.zip with synthetic FLARE22-like cases.")
+    parser.add_argument("--out", required=True, type=Path, help="folder for FLARE22Train.zip")
+    parser.add_argument("--cases", required=True, type=int, help="number of cases")
+    parser.add_argument("--seed", type=int, default=0, help="data-set seed (default 0)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[64, 64, 32],
+        metavar=("X", "Y", "Z"),
+        help="voxels per case (default 64 64 32; a real CT is about 512 512 110)",
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.synthetic import write_synthetic_zip
+
+        path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape)
+        print(f"wrote {path} ({args.cases} cases, shape {' × '.join(map(str, args.shape))})")
+
+    return _run("flare-synth", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-extract
+
+
+def extract_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-extract --zip ZIP --out DIR``."""
+    parser = _parser("flare-extract", "Safely extract the FLARE22 training zip and list its cases.")
+    parser.add_argument("--zip", required=True, type=Path, help="FLARE22Train.zip")
+    parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.data import describe_cases, discover_cases, extract_zip, format_table
+
+        target = extract_zip(args.zip, args.out)
+        found = discover_cases(target)
+        print(f"extracted to {target}")
+        print(format_table(describe_cases(found.cases)))
+        for path in found.unlabelled:
+            print(f"note: no label for {path.name} (it can be predicted, not trained on)")
+        for path in found.orphan_labels:
+            print(f"note: label {path.name} has no image; ignored")
+
+    return _run("flare-extract", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-preprocess
+
+
+def preprocess_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-preprocess --data DIR --cache DIR [--config config.yaml] [key=value …]``."""
+    parser = _parser(
+        "flare-preprocess", "Fill or update the preprocessed cache and the data split."
+    )
+    parser.add_argument("--data", required=True, type=Path, help="extracted FLARE22Train folder")
+    parser.add_argument("--cache", required=True, type=Path, help="cache folder")
+    parser.add_argument("--config", type=Path, help="config.yaml (default: built-in defaults)")
+    parser.add_argument(
+        "--workers", type=int, help="parallel processes (default: config, 0 = all cores)"
+    )
+    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.config import load_config
+        from flare_helpers.preprocess import preprocess_dataset
+
+        cfg = load_config(args.config, args.overrides)
+        workers = cfg.preprocess.workers if args.workers is None else args.workers
+        summary = preprocess_dataset(args.data, args.cache, cfg, workers=workers)
+        print(summary)
+
+    return _run("flare-preprocess", parser, body, argv)

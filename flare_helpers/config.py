@@ -1,0 +1,326 @@
+"""Every setting of the series, as frozen dataclasses, loaded from YAML plus overrides.
+
+``config.yaml`` at the repository root documents each field with its default.
+``load_config("config.yaml", ["train.epochs=5"])`` returns a validated
+:class:`Config`; an unknown key or a value of the wrong type is a one-line
+:class:`~flare_helpers.errors.FlareError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from flare_helpers.errors import FlareError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives and how cases are split."""
+
+    zip_path: str = "data/FLARE22Train.zip"
+    data_dir: str = "data/FLARE22Train"
+    cache_dir: str = "cache"
+    organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 42
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a CT becomes a network input (also used, unchanged, at inference)."""
+
+    target_shape: tuple[int, int, int] = (128, 128, 64)
+    hu_window: tuple[float, float] = (-160.0, 240.0)
+    crop_to_body: bool = True
+    body_threshold_hu: float = -500.0
+    crop_margin_mm: float = 5.0
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly training augmentation (never applied to validation or test)."""
+
+    enabled: bool = True
+    spatial_probability: float = 0.5
+    rotation_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    intensity_probability: float = 0.5
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_std: float = 0.03
+    lr_flip_probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """VNet architecture (Milletari et al. 2016 defaults)."""
+
+    base_filters: int = 16
+    depth: int = 4
+    convs_per_stage: tuple[int, ...] = (1, 2, 3, 3, 3)
+    kernel_size: int = 5
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, callbacks, precision and distribution."""
+
+    output_dir: str = "runs/vnet"
+    epochs: int = 100
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    lr_schedule: Literal["constant", "cosine", "poly"] = "constant"
+    steps_per_epoch: int = 0
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    dice_include_background: bool = False
+    early_stopping_patience: int = 0
+    tensorboard: bool = False
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    distribution: Literal["none", "mirrored", "multi_worker", "data_parallel"] = "none"
+    seed: int = 1234
+    deterministic: bool = True
+    workers: int = 1
+    use_multiprocessing: bool = False
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Prediction and mapping back to the input grid."""
+
+    resample: Literal["probabilities", "labels"] = "probabilities"
+    largest_component: bool = True
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings; each section is one dataclass above."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (tuples as lists), ready for YAML or JSON."""
+        return {
+            section.name: {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(getattr(self, section.name)).items()
+            }
+            for section in dataclasses.fields(self)
+        }
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """Return a copy with some keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
+        return _apply(self, {name: dict(values) for name, values in sections.items()}, None)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        inner = _type_name(args[0])
+        return f"a list of {inner}s" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str, source: Path | None) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it normalised (lists → tuples)."""
+    origin = typing.get_origin(tp)
+    bad = FlareError(f"{where} must be {_type_name(tp)}, got {value!r}", source)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise bad
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise bad
+        inner = args[0]
+        return tuple(_coerce(v, inner, where, source) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError(f"unsupported annotation {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported annotation {tp}")
+
+
+def _unknown(key: str, known: Iterable[str], where: str, source: Path | None) -> FlareError:
+    known = list(known)
+    hint = difflib.get_close_matches(key, known, n=1)
+    suggestion = f" (did you mean '{where}{hint[0]}'?)" if hint else f"; known: {', '.join(known)}"
+    return FlareError(f"unknown key '{where}{key}'{suggestion}", source)
+
+
+def _apply(cfg: Config, updates: Mapping[str, Any], source: Path | None) -> Config:
+    """Return ``cfg`` with nested ``updates`` applied, validating names and types."""
+    if not isinstance(updates, Mapping):
+        raise FlareError("the config must be a mapping of sections (data:, train:, …)", source)
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    new_sections = {}
+    for name, values in updates.items():
+        if name not in sections:
+            raise _unknown(str(name), sections, "", source)
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise FlareError(f"section '{name}' must be a mapping of key: value", source)
+        current = new_sections.get(name, getattr(cfg, name))
+        hints = typing.get_type_hints(type(current))
+        changes = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise _unknown(str(key), hints, f"{name}.", source)
+            changes[key] = _coerce(value, hints[key], f"{name}.{key}", source)
+        new_sections[name] = dataclasses.replace(current, **changes)
+    return dataclasses.replace(cfg, **new_sections)
+
+
+def parse_override(text: str) -> dict[str, dict[str, Any]]:
+    """Parse ``section.key=value`` (value in YAML syntax) into a nested update."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise FlareError(
+            f"override '{text}' must look like section.key=value (e.g. train.epochs=5)"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise FlareError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return {section: {name: value}}
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load settings: defaults, then the YAML file (if given), then ``section.key=value``.
+
+    Args:
+        path: a YAML file shaped like ``config.yaml``; missing sections keep defaults.
+        overrides: strings such as ``"train.epochs=5"`` or ``"data.organs=[liver]"``.
+
+    Raises:
+        FlareError: missing/unreadable file, bad YAML, unknown key, or wrong type.
+    """
+    cfg = Config()
+    source = None
+    if path is not None:
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise FlareError("config file not found", source) from exc
+        except OSError as exc:
+            raise FlareError(f"cannot read config ({exc.strerror})", source) from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+            raise FlareError(f"not valid YAML ({first})", source) from exc
+        cfg = _apply(cfg, data, source)
+    for text in overrides:
+        cfg = _apply(cfg, parse_override(text), None)
+    return validate(cfg, source)
+
+
+def validate(cfg: Config, source: Path | None = None) -> Config:
+    """Check value ranges that types alone do not catch; return ``cfg`` unchanged."""
+    checks = [
+        (all(s > 0 for s in cfg.preprocess.target_shape), "preprocess.target_shape must be > 0"),
+        (
+            cfg.preprocess.hu_window[0] < cfg.preprocess.hu_window[1],
+            "preprocess.hu_window must be [low, high] with low < high",
+        ),
+        (
+            0 <= cfg.data.val_fraction < 1 and 0 <= cfg.data.test_fraction < 1,
+            "data.val_fraction and data.test_fraction must be in [0, 1)",
+        ),
+        (
+            cfg.data.val_fraction + cfg.data.test_fraction < 1,
+            "data.val_fraction + data.test_fraction must be < 1",
+        ),
+        (cfg.model.depth >= 1, "model.depth must be >= 1"),
+        (
+            len(cfg.model.convs_per_stage) == cfg.model.depth + 1,
+            "model.convs_per_stage needs depth + 1 entries",
+        ),
+        (
+            all(n >= 1 for n in cfg.model.convs_per_stage),
+            "model.convs_per_stage entries must be >= 1",
+        ),
+        (
+            cfg.model.base_filters >= 1 and cfg.model.kernel_size >= 1,
+            "model.base_filters and model.kernel_size must be >= 1",
+        ),
+        (0 <= cfg.model.dropout < 1, "model.dropout must be in [0, 1)"),
+        (
+            cfg.train.epochs >= 1 and cfg.train.batch_size >= 1,
+            "train.epochs and train.batch_size must be >= 1",
+        ),
+        (cfg.train.learning_rate > 0, "train.learning_rate must be > 0"),
+        (
+            cfg.train.steps_per_epoch >= 0,
+            "train.steps_per_epoch must be >= 0 (0 = whole training split)",
+        ),
+        (
+            cfg.augment.scale_range[0] <= cfg.augment.scale_range[1],
+            "augment.scale_range must be [low, high]",
+        ),
+        (
+            0 < cfg.augment.gamma_range[0] <= cfg.augment.gamma_range[1],
+            "augment.gamma_range must be [low, high] with 0 < low",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise FlareError(message, source)
+    from flare_helpers.labels import OrganSet
+
+    try:
+        OrganSet.from_names(cfg.data.organs)
+    except FlareError as exc:
+        raise FlareError(f"data.organs: {exc.problem}", source) from exc
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved settings as YAML (atomically), e.g. into a run folder."""
+    from flare_helpers.fileio import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

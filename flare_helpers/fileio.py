@@ -1,0 +1,94 @@
+"""Crash-safe writing: build under a temporary name in the same folder, then rename.
+
+A reader (or a rerun after a crash, a full disk or a killed Colab runtime) sees
+either the old complete file or the new complete file, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flare_helpers.errors import FlareError
+
+
+def _temp_sibling(dest: Path, *, directory: bool) -> Path:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{dest.name}.tmp-"
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix="".join(dest.suffixes), dir=dest.parent)
+        os.close(fd)
+        return Path(name)
+    except OSError as exc:
+        raise FlareError(f"cannot write here ({exc.strerror or exc})", dest.parent) from exc
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it to ``dest``.
+
+    Args:
+        dest: final file (or folder, with ``directory=True``).
+        directory: build a whole folder instead of a single file.
+
+    On any exception the temporary file or folder is removed and ``dest`` is
+    left exactly as it was. A folder replaces an existing ``dest`` folder.
+    """
+    dest = Path(dest)
+    tmp = _temp_sibling(dest, directory=directory)
+    try:
+        yield tmp
+        if directory and dest.exists():
+            # Rename the old folder away first: a crash then leaves no `dest`
+            # (rebuilt on the next run) rather than a half-deleted one.
+            trash = _temp_sibling(dest, directory=True)
+            os.replace(dest, trash / dest.name)
+            os.replace(tmp, dest)
+            _remove(trash)
+        else:
+            os.replace(tmp, dest)
+    except OSError as exc:
+        _remove(tmp)
+        raise FlareError(f"could not write ({exc.strerror or exc})", dest) from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_text_atomic(dest: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``dest`` atomically and return the path."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json_atomic(dest: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``dest`` atomically and return the path."""
+    return write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, turning a missing or corrupt file into a one-line FlareError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FlareError("file not found", path) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FlareError(f"not valid JSON ({exc})", path) from exc

@@ -1,0 +1,116 @@
+"""FLARE22 label table and the remapping to training classes.
+
+FLARE22 label files hold ids 0..13 (0 background). The network is trained on a
+subset of organs, renumbered 1..K in the order given (0 stays background);
+every other organ becomes background. Predictions are mapped back to FLARE22
+ids before they are written, so files on disk always use the FLARE22 ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flare_helpers.errors import FlareError
+
+#: FLARE22 label id → organ name (snake_case, the names used in configs and tables).
+FLARE22_LABELS: dict[int, str] = {
+    1: "liver",
+    2: "right_kidney",
+    3: "spleen",
+    4: "pancreas",
+    5: "aorta",
+    6: "ivc",
+    7: "right_adrenal",
+    8: "left_adrenal",
+    9: "gallbladder",
+    10: "esophagus",
+    11: "stomach",
+    12: "duodenum",
+    13: "left_kidney",
+}
+FLARE22_IDS: dict[str, int] = {name: label for label, name in FLARE22_LABELS.items()}
+
+#: The default training organs, in class order: class 1 liver … class 4 spleen.
+DEFAULT_ORGANS: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+
+#: FLARE22 NSD tolerances in mm for the default organs (DESIGN.md).
+NSD_TOLERANCE_MM: dict[str, float] = {
+    "liver": 5.0,
+    "right_kidney": 3.0,
+    "left_kidney": 3.0,
+    "spleen": 3.0,
+}
+
+#: Display colours (RGB 0..1) shared by the 2D overlays and the 3D renders.
+ORGAN_COLORS: dict[str, tuple[float, float, float]] = {
+    "liver": (0.80, 0.33, 0.20),
+    "right_kidney": (0.95, 0.80, 0.15),
+    "left_kidney": (0.20, 0.75, 0.30),
+    "spleen": (0.35, 0.45, 0.95),
+    "pancreas": (0.95, 0.55, 0.75),
+    "aorta": (0.85, 0.10, 0.10),
+    "ivc": (0.20, 0.30, 0.60),
+    "right_adrenal": (0.60, 0.40, 0.10),
+    "left_adrenal": (0.40, 0.60, 0.10),
+    "gallbladder": (0.10, 0.60, 0.50),
+    "esophagus": (0.70, 0.50, 0.90),
+    "stomach": (0.90, 0.70, 0.50),
+    "duodenum": (0.50, 0.80, 0.90),
+}
+
+
+@dataclass(frozen=True)
+class OrganSet:
+    """An ordered subset of FLARE22 organs that become training classes 1..K.
+
+    Attributes:
+        organs: organ names in class order (class ``i + 1`` is ``organs[i]``).
+    """
+
+    organs: tuple[str, ...] = DEFAULT_ORGANS
+
+    def __post_init__(self) -> None:
+        if not self.organs:
+            raise FlareError("the organ list is empty: name at least one FLARE22 organ")
+        unknown = [name for name in self.organs if name not in FLARE22_IDS]
+        if unknown:
+            known = ", ".join(FLARE22_IDS)
+            raise FlareError(f"unknown organ(s) {', '.join(unknown)}; known organs: {known}")
+        if len(set(self.organs)) != len(self.organs):
+            raise FlareError(f"organ listed twice in {list(self.organs)}")
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> OrganSet:
+        """Build from any sequence of organ names (case and spaces forgiven)."""
+        return cls(tuple(str(n).strip().lower().replace(" ", "_") for n in names))
+
+    @property
+    def n_classes(self) -> int:
+        """Number of network output channels: background + one per organ."""
+        return len(self.organs) + 1
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of all classes, ``("background", *organs)``."""
+        return ("background", *self.organs)
+
+    @property
+    def flare_ids(self) -> tuple[int, ...]:
+        """FLARE22 label id of each organ, in class order."""
+        return tuple(FLARE22_IDS[name] for name in self.organs)
+
+    def to_classes(self, flare_labels: np.ndarray) -> np.ndarray:
+        """Map a FLARE22 id volume to training classes (uint8, other organs → 0)."""
+        lut = np.zeros(256, dtype=np.uint8)
+        for cls_index, flare_id in enumerate(self.flare_ids, start=1):
+            lut[flare_id] = cls_index
+        return lut[np.asarray(flare_labels, dtype=np.uint8)]
+
+    def to_flare(self, classes: np.ndarray) -> np.ndarray:
+        """Map a training-class volume back to FLARE22 ids (uint8)."""
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[1 : self.n_classes] = self.flare_ids
+        return lut[np.asarray(classes, dtype=np.uint8)]

@@ -1,0 +1,374 @@
+"""CT → network input: HU window, [0, 1] scaling, body crop, resize; and the on-disk cache.
+
+One code path serves training (through the cache) and inference
+(:func:`prepare_image` on a freshly loaded CT), so the network always sees
+inputs made the same way.
+
+Default HU window [-160, 240] is the abdominal soft-tissue window (level 40,
+width 400): liver (~60–160 HU with contrast), spleen (~50–150), kidneys
+(~100–250 in the portal/nephrographic phase) and the surrounding fat (~-100)
+all stay distinguishable, while bone and air, which carry no information for
+these four organs, saturate.
+
+Cache layout (``cache_dir``)::
+
+    manifest.json            parameters + one entry per case (rebuilt each run)
+    splits.json              train/val/test case ids (see flare_helpers.splits)
+    cases/<case_id>/image.npy  float16 (X, Y, Z) in [0, 1], RAS order
+    cases/<case_id>/label.npy  uint8 (X, Y, Z) training classes 0..K
+    cases/<case_id>/meta.json  source files + fingerprints, geometry, crop, parameters
+
+Each case folder is built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from flare_helpers.config import Config
+from flare_helpers.data import Case, Volume, discover_cases, load_case
+from flare_helpers.errors import FlareError
+from flare_helpers.fileio import atomic_path, read_json, write_json_atomic
+from flare_helpers.labels import OrganSet
+from flare_helpers.resample import resize_linear, resize_nearest
+
+CACHE_VERSION = 1
+_HASH_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything that determines a cache entry; a change rebuilds the entry."""
+
+    target_shape: tuple[int, int, int] = (128, 128, 64)
+    hu_window: tuple[float, float] = (-160.0, 240.0)
+    crop_to_body: bool = True
+    body_threshold_hu: float = -500.0
+    crop_margin_mm: float = 5.0
+    organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PreprocessParams:
+        """Take the preprocessing section and the organ list from a full config."""
+        p = cfg.preprocess
+        return cls(
+            tuple(p.target_shape),
+            tuple(p.hu_window),
+            p.crop_to_body,
+            p.body_threshold_hu,
+            p.crop_margin_mm,
+            tuple(OrganSet.from_names(cfg.data.organs).organs),
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def key(self) -> str:
+        """Short hash of the parameters, stored with each entry."""
+        text = json.dumps({"version": CACHE_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def body_box(
+    hu: np.ndarray, spacing: Sequence[float], threshold_hu: float, margin_mm: float
+) -> tuple[slice, slice, slice]:
+    """Bounding box of the body: the largest connected region above ``threshold_hu``.
+
+    Found on a coarse (~4 mm) copy for speed, which also drops thin objects
+    such as the CT table's rails when they touch nothing else. Falls back to
+    the whole volume when nothing is above the threshold.
+
+    Returns:
+        Three slices in the voxel grid of ``hu`` (canonical order), widened by
+        ``margin_mm`` on each side.
+    """
+    step = [max(1, int(round(4.0 / s))) for s in spacing]
+    coarse = hu[:: step[0], :: step[1], :: step[2]] > threshold_hu
+    components, count = ndimage.label(coarse)
+    if count == 0:
+        return tuple(slice(0, n) for n in hu.shape)
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    where = np.nonzero(components == int(np.argmax(sizes)))
+    box = []
+    for axis, (coords, n, s) in enumerate(zip(where, hu.shape, spacing, strict=True)):
+        margin = int(np.ceil(margin_mm / s)) + step[axis]
+        lo = max(int(coords.min()) * step[axis] - margin, 0)
+        hi = min((int(coords.max()) + 1) * step[axis] + margin, n)
+        box.append(slice(lo, hi))
+    return tuple(box)
+
+
+def window_to_unit(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """Clip HU to ``window = (low, high)`` and scale linearly to [0, 1] (float32)."""
+    low, high = float(window[0]), float(window[1])
+    out = np.clip(hu, low, high).astype(np.float32, copy=False)
+    out -= np.float32(low)
+    out *= np.float32(1.0 / (high - low))
+    return out
+
+
+def prepare_image(
+    image: Volume, params: PreprocessParams
+) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """Turn a loaded CT (canonical RAS, HU) into the network's input grid.
+
+    Returns:
+        ``(x, box)``: ``x`` is float32 ``params.target_shape`` in [0, 1];
+        ``box`` is the crop (slices in the canonical grid) that ``x`` covers.
+    """
+    if params.crop_to_body:
+        box = body_box(image.data, image.spacing, params.body_threshold_hu, params.crop_margin_mm)
+    else:
+        box = tuple(slice(0, n) for n in image.data.shape)
+    resized = resize_linear(image.data[box], params.target_shape)
+    return window_to_unit(resized, params.hu_window), box
+
+
+def prepare_label(
+    label: Volume, box: tuple[slice, slice, slice], params: PreprocessParams
+) -> np.ndarray:
+    """FLARE22 ids (canonical) → training classes on the network grid (nearest, uint8)."""
+    classes = OrganSet(params.organs).to_classes(label.data[box])
+    return resize_nearest(classes, params.target_shape)
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def file_fingerprint(path: Path, *, with_hash: bool = True) -> dict:
+    """Size, mtime and (optionally) SHA-256 of a file, as stored in cache entries."""
+    stat = path.stat()
+    out = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if with_hash:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+        out["sha256"] = digest.hexdigest()
+    return out
+
+
+def _same_file(saved: dict, path: Path) -> bool:
+    """True when ``path`` still holds the bytes recorded in ``saved``.
+
+    Unchanged size and mtime are trusted (as make and rsync do); otherwise the
+    content hash decides, so a touched-but-identical file is not rebuilt.
+    """
+    try:
+        now = file_fingerprint(path, with_hash=False)
+    except OSError:
+        return False
+    if now["size"] != saved.get("size"):
+        return False
+    if now["mtime_ns"] == saved.get("mtime_ns"):
+        return True
+    return file_fingerprint(path)["sha256"] == saved.get("sha256")
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def entry_dir(cache_dir: str | Path, case_id: str) -> Path:
+    """Folder of one cached case."""
+    return Path(cache_dir) / "cases" / case_id
+
+
+def _entry_is_current(cache_dir: Path, case: Case, params: PreprocessParams) -> bool:
+    folder = entry_dir(cache_dir, case.case_id)
+    meta_path = folder / "meta.json"
+    if not (
+        meta_path.is_file()
+        and (folder / "image.npy").is_file()
+        and (folder / "label.npy").is_file()
+    ):
+        return False
+    try:
+        meta = read_json(meta_path)
+    except FlareError:
+        return False
+    return (
+        meta.get("params_key") == params.key
+        and _same_file(meta.get("image_file", {}), case.image)
+        and case.label is not None
+        and _same_file(meta.get("label_file", {}), case.label)
+    )
+
+
+def build_entry(case: Case, cache_dir: str | Path, params: PreprocessParams) -> dict:
+    """Preprocess one labelled case into its cache folder (atomically); return its meta."""
+    if case.label is None:
+        raise FlareError("no label file for this image", case.image)
+    image, label = load_case(case)
+    x, box = prepare_image(image, params)
+    y = prepare_label(label, box, params)
+    meta = {
+        "case_id": case.case_id,
+        "image_file": file_fingerprint(case.image),
+        "label_file": file_fingerprint(case.label),
+        "geometry": image.geometry.to_dict(),
+        "canonical_shape": list(image.data.shape),
+        "canonical_spacing_mm": list(image.spacing),
+        "crop": [[s.start, s.stop] for s in box],
+        "classes_present": sorted(int(c) for c in np.unique(y)),
+        "params": params.to_dict(),
+        "params_key": params.key,
+        "cache_version": CACHE_VERSION,
+    }
+    with atomic_path(entry_dir(cache_dir, case.case_id), directory=True) as tmp:
+        np.save(tmp / "image.npy", x.astype(np.float16), allow_pickle=False)
+        np.save(tmp / "label.npy", np.ascontiguousarray(y, dtype=np.uint8), allow_pickle=False)
+        write_json_atomic(tmp / "meta.json", meta)
+    return meta
+
+
+def _run_entries(
+    todo: list[Case], cache_dir: Path, params: PreprocessParams, workers: int, progress: bool
+):
+    """Build entries, in parallel processes when it pays; collect per-case errors."""
+    errors: list[FlareError] = []
+    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress)
+    if workers <= 1 or len(todo) <= 1:
+        for case in todo:
+            try:
+                build_entry(case, cache_dir, params)
+            except FlareError as exc:
+                errors.append(exc)
+            bar.update()
+    else:
+        # "spawn": forking a process that already runs TensorFlow threads can deadlock.
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(build_entry, case, cache_dir, params) for case in todo]
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except FlareError as exc:
+                    errors.append(exc)
+                bar.update()
+    bar.close()
+    return errors
+
+
+def build_cache(
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    params: PreprocessParams,
+    *,
+    workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Fill or update the cache for every labelled case in ``data_dir``; return the manifest.
+
+    Entries whose source files and parameters are unchanged are kept as they
+    are; only new or affected cases are (re)built, ``workers`` at a time
+    (0 = one per CPU core). A bad case does not stop the others: its error is
+    raised after the rest are done, and its entry is never left half-written.
+
+    Raises:
+        FlareError: no labelled cases, or one line per the first failing case
+            (with a count of any further failures).
+    """
+    cache_dir = Path(cache_dir)
+    found = discover_cases(data_dir)
+    cases = found.labelled
+    if not cases:
+        raise FlareError(
+            "no labelled cases (is the labels/ folder empty?)", Path(data_dir) / "labels"
+        )
+    todo = [c for c in cases if not _entry_is_current(cache_dir, c, params)]
+    if todo:
+        errors = _run_entries(todo, cache_dir, params, workers or os.cpu_count() or 1, progress)
+        if errors:
+            more = f" (and {len(errors) - 1} more failing cases)" if len(errors) > 1 else ""
+            raise FlareError(f"{errors[0].problem}{more}", errors[0].path)
+    manifest = {
+        "cache_version": CACHE_VERSION,
+        "params": params.to_dict(),
+        "params_key": params.key,
+        "data_dir": str(Path(data_dir).resolve()),
+        "rebuilt": [c.case_id for c in todo],
+        "cases": {c.case_id: str(entry_dir(cache_dir, c.case_id)) for c in cases},
+        "unlabelled": [str(p) for p in found.unlabelled],
+        "orphan_labels": [str(p) for p in found.orphan_labels],
+    }
+    write_json_atomic(cache_dir / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(cache_dir: str | Path, params: PreprocessParams | None = None) -> dict:
+    """Load ``manifest.json``; if ``params`` is given, check the cache was built with them."""
+    cache_dir = Path(cache_dir)
+    manifest = (
+        read_json(cache_dir / "manifest.json") if (cache_dir / "manifest.json").exists() else None
+    )
+    if manifest is None:
+        raise FlareError(
+            "no preprocessed cache here (run flare-preprocess or notebook 02 first)", cache_dir
+        )
+    if params is not None and manifest.get("params_key") != params.key:
+        raise FlareError(
+            "cache was built with other preprocessing settings; run flare-preprocess again",
+            cache_dir,
+        )
+    return manifest
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What :func:`preprocess_dataset` did: case counts and the split."""
+
+    cache_dir: Path
+    n_cases: int
+    rebuilt: tuple[str, ...]
+    splits: dict[str, list[str]]
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{name} {len(ids)}" for name, ids in self.splits.items())
+        return (
+            f"cache {self.cache_dir}: {self.n_cases} cases, {len(self.rebuilt)} (re)built, "
+            f"{self.n_cases - len(self.rebuilt)} up to date; split: {parts}"
+        )
+
+
+def preprocess_dataset(
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    cfg: Config,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> CacheSummary:
+    """Bring the cache up to date and make (or reuse) the train/val/test split.
+
+    This is the one call behind ``flare-preprocess``, notebook 02 and the
+    start of training.
+    """
+    from flare_helpers.splits import load_or_make_splits
+
+    params = PreprocessParams.from_config(cfg)
+    workers = cfg.preprocess.workers if workers is None else workers
+    manifest = build_cache(data_dir, cache_dir, params, workers=workers, progress=progress)
+    splits = load_or_make_splits(
+        Path(cache_dir) / "splits.json",
+        list(manifest["cases"]),
+        cfg.data.val_fraction,
+        cfg.data.test_fraction,
+        cfg.data.split_seed,
+    )
+    return CacheSummary(Path(cache_dir), len(manifest["cases"]), tuple(manifest["rebuilt"]), splits)

@@ -1,0 +1,44 @@
+"""Shared fixtures: small synthetic FLARE22 sets and the real CT case.
+
+Every fixture writes into pytest's temporary folders; nothing in the
+repository is modified by the tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flare_helpers.data import extract_zip
+from flare_helpers.synthetic import write_synthetic_zip
+
+REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
+
+
+@pytest.fixture(scope="session")
+def synthetic_zip(tmp_path_factory) -> Path:
+    """A 6-case synthetic FLARE22Train.zip (64×64×32, seed 7), made once per session."""
+    return write_synthetic_zip(tmp_path_factory.mktemp("zip"), 6, seed=7, progress=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(synthetic_zip, tmp_path_factory) -> Path:
+    """The extracted synthetic set (read-only by convention: copy before changing)."""
+    return extract_zip(synthetic_zip, tmp_path_factory.mktemp("data"), progress=False)
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_data, tmp_path) -> Path:
+    """A private, writable copy of the extracted synthetic set."""
+    return Path(shutil.copytree(synthetic_data, tmp_path / "FLARE22Train"))
+
+
+@pytest.fixture
+def real_ct(tmp_path) -> Path:
+    """A writable copy of the real CT case (FLARE22 layout, one case)."""
+    dest = Path(shutil.copytree(REAL_CT, tmp_path / "real" / "FLARE22Train"))
+    for path in dest.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
