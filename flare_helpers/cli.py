@@ -133,3 +133,144 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
         print(summary)
 
     return _run("flare-preprocess", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-train
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-train --config config.yaml [section.key=value …]``."""
+    parser = _parser(
+        "flare-train", "Train the VNet as configured; rerunning the same command resumes."
+    )
+    parser.add_argument("--config", type=Path, help="config.yaml (default: built-in defaults)")
+    parser.add_argument(
+        "overrides", nargs="*", help="section.key=value settings, e.g. train.epochs=5"
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.config import load_config
+        from flare_helpers.runtime import describe_device
+        from flare_helpers.train import train
+
+        cfg = load_config(args.config, args.overrides)
+        print(describe_device())
+        result = train(cfg)
+        if result.resumed_from < 0:
+            print(f"{result.run_dir} is already trained ({result.epochs_completed} epochs)")
+        elif result.resumed_from > 0:
+            print(f"resumed at epoch {result.resumed_from + 1}")
+        print(
+            f"best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch}; "
+            f"model: {result.best_model}; history: {result.history_csv}"
+        )
+
+    return _run("flare-train", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-predict
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-predict --model-path M --input NII_OR_DIR --output NII_OR_DIR``."""
+    parser = _parser(
+        "flare-predict", "Predict organ labels for CTs, written on each input's own grid."
+    )
+    parser.add_argument("--model-path", required=True, type=Path, help="trained .keras model")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="a .nii.gz CT or a folder of them"
+    )
+    parser.add_argument("--output", required=True, type=Path, help="output .nii.gz or folder")
+    parser.add_argument(
+        "--config", type=Path, help="run config (default: config.yaml beside the model)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--no-largest-component", action="store_true", help="keep every predicted component"
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.infer import load_predictor, plan_outputs, predict_files
+
+        pairs = plan_outputs(args.input, args.output)
+        overrides = {"largest_component": False} if args.no_largest_component else {}
+        predictor = load_predictor(args.model_path, args.config, **overrides)
+        for path in predict_files(predictor, pairs, overwrite=args.overwrite):
+            print(f"wrote {path}")
+
+    return _run("flare-predict", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-series
+
+
+def series_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-series --profile ci|demo|colab|FILE [--only 01 03 …]``."""
+    parser = _parser(
+        "flare-series", "Run the notebooks 01 → 05 in order through papermill with a profile."
+    )
+    parser.add_argument("--profile", default="demo", help="ci, demo, colab, full or a params YAML")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="notebook prefixes to run, e.g. 01 02"
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.series import run_series
+
+        out = run_series(args.profile, only=args.only)
+        print(f"executed notebooks and parameters: {out}")
+        print(f"outputs (model, metrics, figures, video): {out.parent}")
+
+    return _run("flare-series", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-evaluate
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-evaluate --model-path M --data-path DIR [--output CSV]`` or ``--pred-dir P``."""
+    parser = _parser(
+        "flare-evaluate",
+        "Per-case, per-organ DSC / NSD / HD95 on the original grid (FLARE22 rules).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", type=Path, help="trained .keras model: predict, then score")
+    source.add_argument("--pred-dir", type=Path, help="score saved predictions <case>.nii.gz")
+    parser.add_argument(
+        "--data-path", required=True, type=Path, help="FLARE22Train folder with labels/"
+    )
+    parser.add_argument(
+        "--output", type=Path, help="per-case CSV (default: beside the model or predictions)"
+    )
+    parser.add_argument(
+        "--cases",
+        choices=("test", "all"),
+        default="test",
+        help="with --model-path: the run's test split (default) or every labelled case",
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.evaluate import (
+            evaluate_model,
+            format_summary,
+            score_prediction_dir,
+            write_report,
+        )
+
+        if args.output is not None:
+            out_dir, name = args.output.parent, args.output.name
+        elif args.model_path is not None:
+            out_dir, name = args.model_path.parent / "evaluation", "per_case.csv"
+        else:
+            out_dir, name = args.pred_dir, "per_case.csv"
+        if args.model_path is not None:
+            result = evaluate_model(args.model_path, args.data_path, out_dir, which=args.cases)
+        else:
+            result = score_prediction_dir(args.pred_dir, args.data_path)
+        for case_id in result.missing:
+            print(f"note: no prediction for {case_id}; not scored")
+        print(format_summary(result.summary()))
+        for path in write_report(result, out_dir, per_case_name=name).values():
+            print(f"wrote {path}")
+
+    return _run("flare-evaluate", parser, body, argv)

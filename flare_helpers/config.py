@@ -83,7 +83,6 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 1e-4
     lr_schedule: Literal["constant", "cosine", "poly"] = "constant"
-    steps_per_epoch: int = 0
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     dice_include_background: bool = False
@@ -94,7 +93,7 @@ class TrainConfig:
     distribution: Literal["none", "mirrored", "multi_worker", "data_parallel"] = "none"
     seed: int = 1234
     deterministic: bool = True
-    workers: int = 1
+    workers: int = 2
     use_multiprocessing: bool = False
 
 
@@ -294,10 +293,6 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "train.epochs and train.batch_size must be >= 1",
         ),
         (cfg.train.learning_rate > 0, "train.learning_rate must be > 0"),
-        (
-            cfg.train.steps_per_epoch >= 0,
-            "train.steps_per_epoch must be >= 0 (0 = whole training split)",
-        ),
         (
             cfg.augment.scale_range[0] <= cfg.augment.scale_range[1],
             "augment.scale_range must be [low, high]",

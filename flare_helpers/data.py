@@ -201,6 +201,15 @@ class CaseList:
         return tuple(c for c in self.cases if c.label is not None)
 
 
+def prediction_file(pred_dir: str | Path, case_id: str) -> Path | None:
+    """``pred_dir/<case_id>.nii.gz`` (or ``.nii``) if it exists: FLARE22 prediction naming."""
+    for ext in NIFTI_EXTENSIONS:
+        path = Path(pred_dir) / f"{case_id}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
 def nifti_stem(path: str | Path) -> str:
     """File name without ``.nii.gz`` / ``.nii``."""
     name = Path(path).name
@@ -323,6 +332,7 @@ class Volume:
     data: np.ndarray
     geometry: Geometry
     path: Path
+    header: nib.Nifti1Header | None = field(default=None, repr=False, compare=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -413,7 +423,7 @@ def load_image(path: str | Path) -> Volume:
     img = _read_nifti(path)
     data = _float32_voxels(img, path)
     geometry = _geometry(img)
-    return Volume(geometry.to_canonical(data), geometry, path)
+    return Volume(geometry.to_canonical(data), geometry, path, img.header)
 
 
 def load_label(path: str | Path, reference: Geometry | None = None) -> Volume:
@@ -470,7 +480,7 @@ def load_case(case: Case) -> tuple[Volume, Volume | None]:
 
 def save_like(
     canonical: np.ndarray,
-    reference: str | Path,
+    reference: str | Path | Volume,
     out_path: str | Path,
     *,
     overwrite: bool = True,
@@ -481,29 +491,38 @@ def save_like(
     the reference's header and affine (qform/sform codes kept, scaling reset),
     so it overlays the reference exactly in any viewer. Written atomically.
 
+    Args:
+        canonical: (X, Y, Z) labels in RAS order.
+        reference: the image file, or its loaded :class:`Volume` (saves re-reading it).
+        out_path: ``.nii.gz`` (or ``.nii``) file to write.
+        overwrite: replace an existing file; otherwise refuse.
+
     Raises:
         FlareError: output exists and ``overwrite`` is False, shape mismatch, disk errors.
     """
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise FlareError("output exists (pass --overwrite to replace it)", out_path)
-    ref = _read_nifti(Path(reference))
-    geometry = _geometry(ref)
+    if isinstance(reference, Volume) and reference.header is not None:
+        ref_header, geometry, ref_path = reference.header, reference.geometry, reference.path
+    else:
+        ref_path = reference.path if isinstance(reference, Volume) else Path(reference)
+        ref_img = _read_nifti(ref_path)
+        ref_header, geometry = ref_img.header, _geometry(ref_img)
     data = np.ascontiguousarray(geometry.from_canonical(np.asarray(canonical, dtype=np.uint8)))
     if data.shape != geometry.shape:
         raise FlareError(
-            f"array shape {data.shape} does not fit the reference grid {geometry.shape}", reference
+            f"array shape {data.shape} does not fit the reference grid {geometry.shape}", ref_path
         )
-    header = ref.header.copy()
+    header = ref_header.copy()
+    header.set_data_shape(geometry.shape)
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
     header["cal_min"], header["cal_max"] = 0, float(data.max(initial=0))
     header.set_intent("label")
-    if len(header.get_data_shape()) != 3:
-        header.set_data_shape(geometry.shape)
-    out = nib.Nifti1Image(data, ref.affine, header)
-    out.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
-    out.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
+    out = nib.Nifti1Image(data, geometry.affine, header)
+    out.set_sform(ref_header.get_sform(), code=int(ref_header["sform_code"]))
+    out.set_qform(ref_header.get_qform(), code=int(ref_header["qform_code"]))
     with atomic_path(out_path) as tmp:
         nib.save(out, tmp)
     return out_path

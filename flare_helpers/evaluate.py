@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from flare_helpers.data import (
     AFFINE_TOLERANCE_MM,
-    NIFTI_EXTENSIONS,
     Case,
     discover_cases,
     format_table,
     load_label,
+    prediction_file,
 )
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
@@ -77,14 +77,6 @@ class EvaluationResult:
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def _prediction_path(pred_dir: Path, case_id: str) -> Path | None:
-    for ext in NIFTI_EXTENSIONS:
-        path = pred_dir / f"{case_id}{ext}"
-        if path.is_file():
-            return path
-    return None
 
 
 def _select_cases(data_dir: Path, case_ids: Sequence[str] | None) -> list[Case]:
@@ -156,7 +148,7 @@ def score_prediction_dir(
     rows: list[dict] = []
     missing: list[str] = []
     for case in tqdm(cases, desc="score", unit="case", disable=not progress):
-        pred_path = _prediction_path(pred_dir, case.case_id)
+        pred_path = prediction_file(pred_dir, case.case_id)
         if pred_path is None:
             missing.append(case.case_id)
         else:
@@ -288,8 +280,12 @@ def plot_boxplots(
     return fig
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path) -> dict[str, Path]:
+def write_report(
+    result: EvaluationResult, out_dir: str | Path, *, per_case_name: str = "per_case.csv"
+) -> dict[str, Path]:
     """Write ``per_case.csv``, ``summary.csv`` and ``boxplots.png`` into ``out_dir``, atomically.
+
+    ``per_case_name`` renames the per-case table (``flare-evaluate --output FILE.csv``).
 
     Returns:
         Their paths under the keys ``"per_case"``, ``"summary"`` and ``"boxplots"``.
@@ -299,7 +295,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pat
     """
     out_dir = Path(out_dir)
     paths = {
-        "per_case": out_dir / "per_case.csv",
+        "per_case": out_dir / per_case_name,
         "summary": out_dir / "summary.csv",
         "boxplots": out_dir / "boxplots.png",
     }
@@ -311,3 +307,79 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pat
     with atomic_path(paths["boxplots"]) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     return paths
+
+
+# --------------------------------------------------------------------------- model → scores
+
+
+def cases_for(model_path: str | Path, data_dir: str | Path, which: str = "test") -> list[str]:
+    """Case ids to evaluate: the run's held-out test split, or ``"all"`` labelled cases.
+
+    The test ids come from ``splits.json`` beside the model (the split the model
+    was trained with), so evaluation never scores a training case.
+
+    Raises:
+        FlareError: no split beside the model, an empty test split, or test cases
+            missing from ``data_dir`` (use ``which="all"`` for another data set).
+    """
+    labelled = [case.case_id for case in discover_cases(data_dir).labelled]
+    if which == "all":
+        return labelled
+    if which != "test":
+        raise FlareError(f"cases must be 'test' or 'all', got {which!r}")
+    from flare_helpers.splits import read_splits
+
+    splits_path = Path(model_path).parent / "splits.json"
+    if not splits_path.exists():
+        raise FlareError("no splits.json beside the model; evaluate all cases instead", splits_path)
+    test = read_splits(splits_path)["test"]
+    if not test:
+        raise FlareError(
+            "the test split is empty (too few cases?); evaluate all cases", splits_path
+        )
+    absent = [case_id for case_id in test if case_id not in labelled]
+    if absent:
+        raise FlareError(
+            f"test case(s) {', '.join(absent[:3])} are not labelled in this folder; "
+            "evaluate all cases of another data set with cases='all'",
+            data_dir,
+        )
+    return test
+
+
+def evaluate_model(
+    model_path: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    which: str = "test",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict the chosen cases with a trained model, then score the predictions.
+
+    Predictions are written (and replaced on a rerun) to ``out_dir/predictions``
+    on each CT's own grid; the model's own organ list is scored.
+    """
+    from flare_helpers.infer import load_predictor, predict_files
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    predictor = load_predictor(model_path)
+    case_ids = cases_for(model_path, data_dir, which)
+    cases = {case.case_id: case for case in discover_cases(data_dir).labelled}
+    pred_dir = out_dir / "predictions"
+    pairs = [(cases[c].image, pred_dir / f"{c}.nii.gz") for c in case_ids]
+    predict_files(predictor, pairs, overwrite=True, progress=progress)
+    return score_prediction_dir(
+        pred_dir, data_dir, case_ids, predictor.organs.organs, progress=progress
+    )
+
+
+def worst_case(result: EvaluationResult, metric: str = "dsc") -> str:
+    """Case id with the lowest mean ``metric`` over organs (to look at first)."""
+    return str(result.per_case.groupby("case")[metric].mean().idxmin())
+
+
+def dice_by_organ(result: EvaluationResult, case_id: str) -> dict[str, float]:
+    """``{organ: DSC}`` of one case, e.g. for a figure title."""
+    rows = result.per_case[result.per_case["case"] == case_id]
+    return {str(organ): float(dsc) for organ, dsc in zip(rows["organ"], rows["dsc"], strict=True)}

@@ -7,6 +7,7 @@ either the old complete file or the new complete file, never a half-written one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -16,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from flare_helpers.errors import FlareError
+
+
+@functools.cache
+def _default_mode() -> int:
+    """Permissions a plain ``open(..., "w")`` would give (0o666 minus the umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _temp_sibling(dest: Path, *, directory: bool) -> Path:
@@ -62,6 +71,8 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
             os.replace(tmp, dest)
             _remove(trash)
         else:
+            # mkstemp creates 0600 files; give the result the usual permissions
+            os.chmod(tmp, _default_mode())
             os.replace(tmp, dest)
     except OSError as exc:
         _remove(tmp)

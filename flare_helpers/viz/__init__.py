@@ -5,6 +5,7 @@ right, 1 → anterior, 2 → superior), spacing in mm, CT in HU and labels as
 FLARE22 ids, and colours organs with ``labels.ORGAN_COLORS`` in 2D and 3D alike.
 """
 
+from flare_helpers.viz.cases import cached_case, case_loader, predicted_cases
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
@@ -15,6 +16,9 @@ from flare_helpers.viz.viewer import SliceViewer, is_headless, slice_viewer
 
 __all__ = [
     "CaseArrays",
+    "cached_case",
+    "case_loader",
+    "predicted_cases",
     "Mesh",
     "SliceViewer",
     "interactive_3d",

@@ -1,0 +1,200 @@
+"""Keras callbacks for resumable training: history, best/resume checkpoints, schedules.
+
+They share one idea: everything needed to continue after a crash is on disk
+and written atomically, and state such as "best value so far" or "epochs
+without improvement" is recomputed from the history file rather than kept in
+memory, so a resumed run behaves exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from tqdm.auto import tqdm
+
+from flare_helpers.fileio import atomic_path, write_text_atomic
+
+_CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.keras$")
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """CSV of every logged metric per epoch, rewritten atomically after each epoch.
+
+    Rows from epochs at or after ``initial_epoch`` (left by a run that crashed
+    before its checkpoint was saved) are dropped, so each epoch appears once.
+    """
+
+    def __init__(self, path: str | Path, initial_epoch: int = 0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = [
+            row for row in read_history(self.path) if row["epoch"] < initial_epoch
+        ]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        row = {"epoch": epoch}
+        for key, value in (logs or {}).items():
+            row[key] = float(value)
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+    def best(self, monitor: str) -> tuple[int, float] | None:
+        """(epoch, value) of the highest ``monitor`` so far, or None."""
+        scored = [
+            (r["epoch"], r[monitor]) for r in self.rows if not math.isnan(r.get(monitor, math.nan))
+        ]
+        return max(scored, key=lambda item: (item[1], -item[0])) if scored else None
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a history CSV as dicts (epoch as int); empty list if the file is absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = []
+        for raw in csv.DictReader(handle):
+            row = {k: (float(v) if v not in ("", None) else math.nan) for k, v in raw.items()}
+            row["epoch"] = int(row["epoch"])
+            rows.append(row)
+    return rows
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model (atomically) whenever ``monitor`` beats every earlier epoch."""
+
+    def __init__(self, path: str | Path, history: HistoryLog, monitor: str) -> None:
+        super().__init__()
+        self.path, self.history, self.monitor = Path(path), history, monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        best = self.history.best(self.monitor)
+        if best is not None and best[0] == epoch:
+            save_model_atomic(self.model, self.path)
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """After each epoch, save weights and optimizer state as ``epoch_NNNN.keras``.
+
+    The file name carries the number of completed epochs; older files are
+    removed only after the new one is complete, so a crash at any moment leaves
+    at least one valid checkpoint.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        path = self.folder / f"epoch_{epoch + 1:04d}.keras"
+        save_model_atomic(self.model, path)
+        for old in self.folder.glob("epoch_*.keras"):
+            if old != path:
+                old.unlink(missing_ok=True)
+
+
+def latest_checkpoint(folder: str | Path) -> tuple[int, Path] | None:
+    """(completed epochs, path) of the newest resume checkpoint, or None."""
+    found = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _CHECKPOINT.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+    return max(found) if found else None
+
+
+def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
+    """``model.save`` (architecture, weights, optimizer state) under a temporary name, then rename."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return Path(path)
+
+
+class EarlyStopFromHistory(keras.callbacks.Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (history-based, resume-safe)."""
+
+    def __init__(self, history: HistoryLog, monitor: str, patience: int) -> None:
+        super().__init__()
+        self.history, self.monitor, self.patience = history, monitor, patience
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        best = self.history.best(self.monitor)
+        if best is not None and epoch - best[0] >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+def lr_schedule(name: str, base_lr: float, epochs: int) -> Callable[[int], float] | None:
+    """Learning rate as a pure function of the epoch (so resuming needs no state).
+
+    ``constant`` → None (no scheduler); ``cosine`` → cosine decay to 0 over
+    ``epochs``; ``poly`` → nnU-Net's ``(1 - epoch / epochs) ** 0.9``.
+    """
+    if name == "constant":
+        return None
+    if name == "cosine":
+        return lambda epoch: base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if name == "poly":
+        return lambda epoch: base_lr * (1.0 - epoch / epochs) ** 0.9
+    raise ValueError(f"unknown schedule {name!r}")
+
+
+class EpochScheduler(keras.callbacks.Callback):
+    """Set the optimizer's learning rate from ``schedule(epoch)`` at each epoch start."""
+
+    def __init__(self, schedule: Callable[[int], float]) -> None:
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate.assign(self.schedule(epoch))
+
+
+class TqdmProgress(keras.callbacks.Callback):
+    """One tqdm bar per epoch (tqdm.auto: a widget in notebooks, text in consoles)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.bar: tqdm | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar = tqdm(
+            total=self.params.get("steps"),
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="step",
+            leave=True,
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            shown = {k: f"{float(v):.4f}" for k, v in (logs or {}).items() if k in _SHOWN}
+            self.bar.set_postfix(shown)
+            self.bar.close()
+            self.bar = None
+
+
+_SHOWN = {"loss", "mean_dice", "val_loss", "val_mean_dice"}

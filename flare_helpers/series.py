@@ -1,0 +1,204 @@
+"""The notebook series as one job: settings shared by the notebooks, and a papermill runner.
+
+Every notebook derives its settings the same way (:func:`notebook_config`):
+the working folder fixes where the cache, the run and the evaluation go, a
+config YAML and ``section.key=value`` overrides set everything else. So the
+five notebooks agree without passing anything but files on disk.
+
+``flare-series --profile ci|demo|colab`` runs 01 → 05 through papermill with
+the profile's parameters (``notebooks/params/<profile>.yaml``), writes the
+executed notebooks and the parameters used to ``<work_dir>/notebooks/``, and
+stops at the first failing notebook with that cell's error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from flare_helpers.config import Config, load_config
+from flare_helpers.data import DATASET_DIRNAME
+from flare_helpers.errors import FlareError
+from flare_helpers.fileio import write_text_atomic
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PROFILE_DIR = NOTEBOOK_DIR / "params"
+
+
+@dataclass(frozen=True)
+class SeriesPaths:
+    """Where the series keeps its files below one working folder."""
+
+    work_dir: Path
+    data_root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        """Extracted FLARE22Train folder (images/, labels/)."""
+        return self.data_root / DATASET_DIRNAME
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir / "cache"
+
+    @property
+    def run_dir(self) -> Path:
+        """Training run folder: model, checkpoints, history."""
+        return self.work_dir / "model"
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "best.keras"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.work_dir / "evaluation"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.evaluation_dir / "predictions"
+
+    @property
+    def render_dir(self) -> Path:
+        return self.work_dir / "render"
+
+
+def resolve(value: str, env_var: str) -> str:
+    """A path setting: the environment variable ``env_var`` when set, else ``value``.
+
+    Lets a local Jupyter user point the notebooks elsewhere without editing the
+    parameters cell (whose defaults are the Colab/Drive paths).
+    """
+    return os.environ.get(env_var) or value
+
+
+def series_paths(work_dir: str | Path, data_root: str | Path) -> SeriesPaths:
+    """Paths of the series, with ``FLARE_WORK_DIR`` / ``FLARE_DATA_ROOT`` applied."""
+    return SeriesPaths(
+        Path(resolve(str(work_dir), "FLARE_WORK_DIR")).expanduser(),
+        Path(resolve(str(data_root), "FLARE_DATA_ROOT")).expanduser(),
+    )
+
+
+def notebook_config(
+    paths: SeriesPaths, config_path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> Config:
+    """Settings for a notebook: paths from ``paths``, then the YAML file, then overrides."""
+    layout = [
+        f"data.data_dir={paths.data_dir}",
+        f"data.cache_dir={paths.cache_dir}",
+        f"train.output_dir={paths.run_dir}",
+    ]
+    return load_config(config_path or None, [*layout, *overrides])
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered ``.ipynb`` notebooks of the series, in order."""
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FlareError("no numbered notebooks here", folder)
+    return found
+
+
+def load_profile(profile: str | Path) -> dict:
+    """A profile: a name in ``notebooks/params/`` or a path to a YAML file.
+
+    Shape: ``common:`` parameters for every notebook, then optional sections
+    named after notebooks (``03_train:``) that add or replace parameters.
+    """
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise FlareError(f"no such profile (known: {known})", path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FlareError(f"not valid YAML ({exc})", path) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("common", {}), dict):
+        raise FlareError("a profile maps 'common' and notebook names to parameters", path)
+    return data
+
+
+def _absolute(params: dict, base: Path) -> dict:
+    """Make path-like parameters absolute so they do not depend on the kernel's folder."""
+    out = dict(params)
+    for key in ("work_dir", "data_root", "zip_path", "config_path"):
+        if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
+            out[key] = str((base / out[key]).resolve())
+    return out
+
+
+def parameters_for(notebook: Path, profile: dict, base: Path) -> dict:
+    """Profile parameters that ``notebook`` declares in its ``parameters`` cell."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    merged = {**profile.get("common", {}), **(profile.get(notebook.stem) or {})}
+    unknown = sorted(set(profile.get(notebook.stem) or {}) - declared)
+    if unknown:
+        raise FlareError(f"{notebook.stem} has no parameter(s) {', '.join(unknown)}", notebook)
+    return _absolute({k: v for k, v in merged.items() if k in declared}, base)
+
+
+def run_series(
+    profile: str | Path,
+    *,
+    only: Sequence[str] = (),
+    base: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Execute the notebooks in order with a profile; return the folder of executed copies.
+
+    Raises:
+        FlareError: unknown profile, or a notebook failed (naming the notebook
+            and the failing cell's error).
+    """
+    import papermill
+
+    base = base or Path.cwd()
+    settings = load_profile(profile)
+    work_dir = Path(_absolute(settings.get("common", {}), base).get("work_dir", base / "runs"))
+    out_dir = work_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {}
+    env = {"FLARE_HEADLESS": "1"}
+    old_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for notebook in notebooks():
+            if only and not any(notebook.stem.startswith(prefix) for prefix in only):
+                continue
+            params = parameters_for(notebook, settings, base)
+            record[notebook.stem] = params
+            write_text_atomic(out_dir / "parameters.yaml", yaml.safe_dump(record, sort_keys=False))
+            target = out_dir / notebook.name
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(target),
+                    parameters=params,
+                    cwd=str(base),
+                    kernel_name="python3",
+                    progress_bar=progress,
+                )
+            except papermill.PapermillExecutionError as exc:
+                message = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
+                raise FlareError(
+                    f"failed at {message} (executed copy: {target})", notebook
+                ) from exc
+    finally:
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return out_dir

@@ -1,0 +1,82 @@
+"""Load cases for viewing: from the data folder (+ predictions), or from the cache."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flare_helpers.data import (
+    NIFTI_EXTENSIONS,
+    Case,
+    discover_cases,
+    load_image,
+    load_label,
+    prediction_file,
+)
+from flare_helpers.errors import FlareError
+from flare_helpers.fileio import read_json
+from flare_helpers.labels import OrganSet
+from flare_helpers.preprocess import entry_dir
+from flare_helpers.viz.planes import CaseArrays
+
+
+def predicted_cases(pred_dir: str | Path) -> list[str]:
+    """Case ids that have a prediction file in ``pred_dir`` (sorted)."""
+    folder = Path(pred_dir)
+    if not folder.is_dir():
+        raise FlareError("prediction folder not found (run notebook 04 or flare-evaluate)", folder)
+    ids = sorted(
+        p.name[: -len(ext)]
+        for p in folder.iterdir()
+        for ext in NIFTI_EXTENSIONS
+        if p.is_file() and p.name.endswith(ext)
+    )
+    if not ids:
+        raise FlareError("no predictions here", folder)
+    return ids
+
+
+def _load(cases: Mapping[str, Case], pred_dir: Path | None, case_id: str) -> CaseArrays:
+    if case_id not in cases:
+        raise FlareError(f"no case {case_id!r} here (known: {', '.join(list(cases)[:5])}, …)")
+    case = cases[case_id]
+    image = load_image(case.image)
+    gt = load_label(case.label, image.geometry).data if case.label is not None else None
+    pred_path = prediction_file(pred_dir, case_id) if pred_dir is not None else None
+    pred = load_label(pred_path, image.geometry).data if pred_path is not None else None
+    return CaseArrays(image.data, image.spacing, gt, pred)
+
+
+def case_loader(
+    data_dir: str | Path, pred_dir: str | Path | None = None
+) -> Callable[[str], CaseArrays]:
+    """A function ``case_id → CaseArrays`` (CT in HU, ground truth, prediction if any).
+
+    Everything is in canonical RAS order on the CT's own voxel grid, as
+    :func:`flare_helpers.viz.plot_case` and :func:`~flare_helpers.viz.slice_viewer` expect.
+    """
+    cases = {case.case_id: case for case in discover_cases(data_dir).cases}
+    return functools.partial(_load, cases, None if pred_dir is None else Path(pred_dir))
+
+
+def cached_case(cache_dir: str | Path, case_id: str, organs: Sequence[str]) -> CaseArrays:
+    """What the network sees for a case: the cached [0, 1] image and its labels as FLARE22 ids.
+
+    The spacing is that of the network grid (the body crop stretched to the
+    target shape), so the figure keeps true proportions. Show it with
+    ``hu_window=(0, 1)``.
+    """
+    folder = entry_dir(cache_dir, case_id)
+    if not (folder / "meta.json").is_file():
+        raise FlareError("not in the cache (run notebook 02 or flare-preprocess)", folder)
+    meta = read_json(folder / "meta.json")
+    image = np.load(folder / "image.npy", allow_pickle=False).astype(np.float32)
+    classes = np.load(folder / "label.npy", allow_pickle=False)
+    crop = [stop - start for start, stop in meta["crop"]]
+    spacing = tuple(
+        s * n / m for s, n, m in zip(meta["canonical_spacing_mm"], crop, image.shape, strict=True)
+    )
+    return CaseArrays(image, spacing, OrganSet.from_names(organs).to_flare(classes))

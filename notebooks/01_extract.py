@@ -1,0 +1,106 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Extract the FLARE22 training data
+#
+# The first step of the series: unpack the FLARE22 training zip
+# (`FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz`, `FLARE22Train/labels/FLARE22_Tr_0001.nii.gz`, …)
+# and check what is inside: which images have labels, their size, voxel spacing and
+# orientation.
+#
+# **In Colab**, put `FLARE22Train.zip` in your Google Drive (`MyDrive/`); the next cell
+# installs `flare_helpers` and mounts Drive. The data are extracted to the runtime's local
+# disk (fast), while everything the series produces goes to `work_dir` on Drive.
+#
+# **No data yet?** Set `synthetic_cases` to e.g. `10` to generate phantom CTs in the same
+# layout and run the whole series on them.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: install the package, mount Google Drive
+    import subprocess
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "git+https://github.com/flare-vnet/flare-vnet",
+        ],
+        check=True,
+    )
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+
+# %% tags=["parameters"]
+zip_path = "/content/drive/MyDrive/FLARE22Train.zip"  # the FLARE22 training zip
+data_root = "/content/data"  # extraction target (local disk)
+work_dir = "/content/drive/MyDrive/flare-vnet"  # cache, model, results (on Drive)
+synthetic_cases = 0  # > 0: write this many phantom cases to zip_path first
+synthetic_shape = [64, 64, 32]  # voxels per phantom case
+synthetic_seed = 0
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+
+from flare_helpers import data, series, synthetic
+
+paths = series.series_paths(work_dir, data_root)
+zip_file = Path(series.resolve(zip_path, "FLARE_ZIP"))
+
+# %% [markdown]
+# ## Optional: a synthetic data set
+#
+# Phantom CTs with a body, a spine and all 13 FLARE22 organs at plausible places and HU
+# values, anisotropic spacing and mixed orientations (RAS, LPS, …), so the rest of the
+# series can run without the real data. The same seed gives identical files.
+
+# %%
+if synthetic_cases:
+    zip_file = synthetic.write_synthetic_zip(
+        zip_file.parent, synthetic_cases, synthetic_seed, synthetic_shape
+    )
+zip_file
+
+# %% [markdown]
+# ## Extract
+#
+# Extraction is safe (members that would land outside `data_root` are refused) and
+# idempotent: running the cell again does nothing; an interrupted run is completed.
+
+# %%
+data_dir = data.extract_zip(zip_file, paths.data_root)
+data_dir
+
+# %% [markdown]
+# ## The cases
+#
+# Each image `*_0000.nii.gz` is paired with its label. Spacing is in mm along the file's
+# own axes; the orientation code says where each voxel axis points (e.g. `LPS`: x toward
+# the patient's left, y posterior, z superior). The series reorients every volume to RAS
+# for the network and writes results back in the file's own orientation.
+
+# %%
+found = data.discover_cases(data_dir)
+for path in found.unlabelled:
+    print(f"no label for {path.name}: it can be predicted, not trained on")
+for path in found.orphan_labels:
+    print(f"label {path.name} has no image: ignored")
+pd.DataFrame(data.describe_cases(found.cases))

@@ -1,0 +1,106 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Look at the results
+#
+# Slice overlays of a prediction against the ground truth, an interactive slice viewer,
+# the training curves, and a rendered 3D video of the organs (ground truth and prediction
+# side by side, the camera turning once around the patient). Figures and the video are
+# saved to `work_dir/render`.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: install the package, mount Google Drive
+    import subprocess
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "git+https://github.com/flare-vnet/flare-vnet",
+        ],
+        check=True,
+    )
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+
+# %% tags=["parameters"]
+data_root = "/content/data"
+work_dir = "/content/drive/MyDrive/flare-vnet"
+case_id = ""  # case to render (empty: the first predicted case)
+video_seconds = 10.0
+video_fps = 12
+
+# %%
+# %matplotlib inline
+from flare_helpers import series, viz
+
+paths = series.series_paths(work_dir, data_root)
+predicted = viz.predicted_cases(paths.predictions_dir)
+shown = case_id or predicted[0]
+load_case = viz.case_loader(paths.data_dir, paths.predictions_dir)
+arrays = load_case(shown)
+
+# %% [markdown]
+# ## Slice overlays
+#
+# Radiological convention: the patient's right on the image's left, anterior up; true
+# physical proportions. Same organ colours as in the 3D video.
+
+# %%
+figure = viz.plot_case(arrays.image, arrays.spacing, gt=arrays.gt, pred=arrays.pred, title=shown)
+viz.save_figure(figure, paths.render_dir / f"{shown}_slices.png")
+
+# %% [markdown]
+# ## Interactive viewer
+#
+# Pick a case, a plane and a slice; switch between ground truth and prediction.
+
+# %%
+viewer = viz.slice_viewer(load_case, predicted)
+
+# %% [markdown]
+# ## Training curves
+
+# %%
+viz.plot_training_curves(paths.run_dir / "history.csv")
+# %% [markdown]
+# ## 3D video
+#
+# Surface meshes of each organ (marching cubes in mm, lightly smoothed), rendered with a
+# camera that turns once around the superior axis. Left: ground truth; right: prediction.
+
+# %%
+video = viz.render_rotation_video(
+    arrays.gt,
+    arrays.pred,
+    arrays.spacing,
+    paths.render_dir / f"{shown}_organs.mp4",
+    seconds=video_seconds,
+    fps=video_fps,
+)
+viz.video_html(video)
+
+# %% [markdown]
+# ## Interactive 3D (prediction)
+#
+# Drag to rotate, scroll to zoom.
+
+# %%
+viz.interactive_3d(arrays.pred, arrays.spacing)

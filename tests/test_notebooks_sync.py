@@ -1,0 +1,73 @@
+"""The paired .ipynb notebooks are generated from their .py sources and carry no outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [
+        (cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", ())))
+        for cell in notebook.cells
+    ]
+
+
+def test_series_has_five_numbered_notebooks():
+    assert [p.stem for p in SOURCES] == [
+        "01_extract",
+        "02_preprocess",
+        "03_train",
+        "04_evaluate",
+        "05_render",
+    ]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_ipynb_matches_its_py_source(source):
+    paired = source.with_suffix(".ipynb")
+    assert paired.exists(), f"run `make notebooks` to generate {paired.name}"
+    expected = jupytext.read(source)
+    actual = nbformat.read(paired, as_version=4)
+    assert _cells(actual) == _cells(expected), f"{paired.name} is out of date: run `make notebooks`"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_ipynb_has_no_outputs(source):
+    notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_one_parameters_cell_of_literals(source):
+    notebook = jupytext.read(source)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", ())]
+    assert len(tagged) == 1
+    params = papermill.inspect_notebook(str(source.with_suffix(".ipynb")))
+    names = []
+    for line in tagged[0].source.splitlines():
+        code = line.split("#", 1)[0].strip()
+        if code:
+            name, _, value = code.partition("=")
+            assert name.strip().isidentifier() and value.strip(), line
+            # literals only: evaluable without any names in scope
+            eval(value.strip(), {"__builtins__": {}}, {})  # noqa: S307
+            names.append(name.strip())
+    # papermill must see every parameter (it silently skips lines it cannot parse)
+    assert list(params) == names
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebooks_define_no_functions(source):
+    """Notebooks orchestrate; flare_helpers computes (STYLE.md rule 1)."""
+    text = source.read_text()
+    assert "\ndef " not in text and "\nclass " not in text
