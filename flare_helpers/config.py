@@ -72,6 +72,7 @@ class ModelConfig:
     convs_per_stage: tuple[int, ...] = (1, 2, 3, 3, 3)
     kernel_size: int = 5
     dropout: float = 0.0
+    normalization: Literal["none", "batch", "instance"] = "none"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class TrainConfig:
     early_stopping_patience: int = 0
     tensorboard: bool = False
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
-    jit_compile: Literal["auto", "on", "off"] = "auto"
+    jit_compile: Literal["auto", True, False] = "auto"
     distribution: Literal["none", "mirrored", "multi_worker", "data_parallel"] = "none"
     seed: int = 1234
     deterministic: bool = True

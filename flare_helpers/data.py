@@ -557,3 +557,9 @@ def format_table(rows: list[dict]) -> str:
     lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
     lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
     return os.linesep.join(lines)
+
+
+if __name__ == "__main__":
+    from flare_helpers.cli import extract_main
+
+    raise SystemExit(extract_main())

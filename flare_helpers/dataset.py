@@ -63,6 +63,8 @@ class FlareDataset(keras.utils.PyDataset):
         epoch: the epoch whose order and augmentation batches now use; when resuming,
             pass ``initial_epoch`` (see below).
         workers, use_multiprocessing, max_queue_size: how Keras' ``fit`` fills batches.
+        drop_remainder: serve only full batches (needed when a batch is split over
+            several devices); ignored when there are fewer cases than one batch.
 
     Reproducibility, also with workers: batch ``i`` is a pure function of
     ``(seed, epoch, i)``. The case order of an epoch is
@@ -111,6 +113,7 @@ class FlareDataset(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 8,
+        drop_remainder: bool = False,
     ) -> None:
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
@@ -133,6 +136,7 @@ class FlareDataset(keras.utils.PyDataset):
             )
         self.n_classes = int(n_classes)
         self.batch_size = int(batch_size)
+        self.drop_remainder = bool(drop_remainder) and len(self.case_ids) >= self.batch_size
         self.augment = augment if augment is not None and augment.enabled else None
         flips = self.augment is not None and self.augment.lr_flip_probability > 0
         self.swap_classes = tuple(lr_swap_pairs(organ_set.organs)) if flips else ()
@@ -172,6 +176,8 @@ class FlareDataset(keras.utils.PyDataset):
         return tuple(int(n) for n in shape)
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.case_ids) // self.batch_size
         return math.ceil(len(self.case_ids) / self.batch_size)
 
     def order(self, epoch: int | None = None) -> np.ndarray:

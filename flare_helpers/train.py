@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import yaml
 
 from flare_helpers import callbacks as cb
-from flare_helpers.config import Config, save_config
+from flare_helpers.config import Config, load_config, save_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
@@ -83,6 +82,7 @@ class TrainResult:
     best_value: float
     monitor: str
     resumed_from: int
+    replicas: int = 1
 
 
 def _fixed_settings(cfg_dict: dict) -> dict:
@@ -97,8 +97,7 @@ def _check_same_run(paths: RunPaths, cfg: Config) -> None:
     """Refuse to mix a different model or preprocessing into an existing run folder."""
     if not paths.config.exists():
         return
-    saved = yaml.safe_load(paths.config.read_text()) or {}
-    old = _fixed_settings({**Config().to_dict(), **saved})
+    old = _fixed_settings(load_config(paths.config).to_dict())
     new = _fixed_settings(cfg.to_dict())
     for key in _FIXED_SECTIONS:
         if old[key] != new[key]:
@@ -176,12 +175,11 @@ def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
         ce_weight=cfg.train.ce_weight,
         include_background=cfg.train.dice_include_background,
     )
-    jit = {"auto": "auto", "on": True, "off": False}[cfg.train.jit_compile]
     model.compile(
         optimizer=optimizer,
         loss=loss,
         metrics=training_metrics(OrganSet.from_names(cfg.data.organs).organs),
-        jit_compile=jit,
+        jit_compile=cfg.train.jit_compile,
     )
     return model
 
@@ -216,6 +214,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     with _strategy(cfg):
         model = build_and_compile(cfg, organs.n_classes)
+    _check_replicas(_replicas(model), cfg, splits)
     latest = cb.latest_checkpoint(paths.checkpoints)
     initial_epoch = 0
     if latest is not None:
@@ -237,6 +236,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         epoch=initial_epoch,
         workers=cfg.train.workers,
         use_multiprocessing=cfg.train.use_multiprocessing,
+        drop_remainder=cfg.train.distribution != "none",
         **common,
     )
     val_data = (
@@ -274,6 +274,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     if best is None:
         raise FlareError(f"training logged no '{monitor}' values", paths.history)
     summary = {
+        "replicas": _replicas(model),
         "epochs": cfg.train.epochs,
         "epochs_completed": history.rows[-1]["epoch"] + 1,
         "best_epoch": best[0] + 1,
@@ -290,6 +291,31 @@ def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:
     return bool(patience and best is not None and history.rows[-1]["epoch"] - best[0] >= patience)
 
 
+def _check_replicas(replicas: int, cfg: Config, splits: dict[str, list[str]]) -> None:
+    """Every device needs a volume from the first batch (tf.distribute fails otherwise)."""
+    if replicas <= 1:
+        return
+    if cfg.train.batch_size < replicas:
+        raise FlareError(
+            f"train.batch_size {cfg.train.batch_size} is smaller than the {replicas} devices; "
+            f"use at least {replicas}"
+        )
+    if splits["val"] and len(splits["val"]) < replicas:
+        raise FlareError(
+            f"the validation split has {len(splits['val'])} case(s) for {replicas} devices; "
+            "raise data.val_fraction or set it to 0"
+        )
+
+
+def _replicas(model: keras.Model) -> int:
+    """Devices the model trained on in parallel (1 without a distribution)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(strategy.num_replicas_in_sync)
+    distribution = keras.distribution.distribution()
+    return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
+
+
 def _result(paths: RunPaths, summary: dict, resumed_from: int) -> TrainResult:
     return TrainResult(
         run_dir=paths.root,
@@ -300,4 +326,11 @@ def _result(paths: RunPaths, summary: dict, resumed_from: int) -> TrainResult:
         best_value=float(summary["best_value"]),
         monitor=str(summary["monitor"]),
         resumed_from=resumed_from,
+        replicas=int(summary.get("replicas", 1)),
     )
+
+
+if __name__ == "__main__":
+    from flare_helpers.cli import train_main
+
+    raise SystemExit(train_main())

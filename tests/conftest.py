@@ -42,3 +42,37 @@ def real_ct(tmp_path) -> Path:
     for path in dest.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
+
+
+TINY_MODEL = [
+    "preprocess.target_shape=[32,32,16]",
+    "preprocess.workers=1",
+    "model.base_filters=4",
+    "model.depth=2",
+    "model.convs_per_stage=[1,1,1]",
+    "model.kernel_size=3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder with an untrained tiny VNet (``best.keras``), its config and a split.
+
+    Untrained weights are enough wherever a test checks geometry, files or
+    determinism rather than accuracy.
+    """
+    from flare_helpers.callbacks import save_model_atomic
+    from flare_helpers.config import load_config, save_config
+    from flare_helpers.fileio import write_json_atomic
+    from flare_helpers.train import build_and_compile, set_determinism
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    cfg = load_config(None, [*TINY_MODEL, f"train.output_dir={run}"])
+    set_determinism(0, deterministic=True)
+    save_model_atomic(build_and_compile(cfg, 5), run / "best.keras")
+    save_config(cfg, run / "config.yaml")
+    write_json_atomic(
+        run / "splits.json",
+        {"train": [], "val": [], "test": ["FLARE22_Tr_0005", "FLARE22_Tr_0006"]},
+    )
+    return run

@@ -1,0 +1,244 @@
+"""Training: resume after a crash, reproducibility, run-folder rules, distribution, learning."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY_MODEL
+
+from flare_helpers.callbacks import latest_checkpoint, lr_schedule, read_history
+from flare_helpers.config import load_config
+from flare_helpers.data import extract_zip
+from flare_helpers.errors import FlareError
+from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.train import RunPaths, train
+
+TINY_TRAIN = [*TINY_MODEL, "train.batch_size=2", "train.learning_rate=0.001", "train.workers=1"]
+
+
+def _cfg(data: Path, cache: Path, run: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"data.data_dir={data}",
+            f"data.cache_dir={cache}",
+            f"train.output_dir={run}",
+            *TINY_TRAIN,
+            *extra,
+        ],
+    )
+
+
+def _flare_train(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flare_helpers.train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    model = keras.saving.load_model(path, compile=False)
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _history_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(synthetic_data, tmp_path):
+    """SIGKILL after epoch 1; the same command continues at epoch 2 and ends where an
+    uninterrupted run ends (weights within float tolerance, identical curves)."""
+    cache = tmp_path / "cache"
+    common = TINY_TRAIN + [
+        f"data.data_dir={synthetic_data}",
+        f"data.cache_dir={cache}",
+        "train.epochs=3",
+    ]
+    straight = train(
+        load_config(None, [*common, f"train.output_dir={tmp_path / 'a'}"]), progress=False
+    )
+    assert straight.resumed_from == 0 and straight.epochs_completed == 3
+
+    run_b = tmp_path / "b"
+    args = [*common, f"train.output_dir={run_b}"]
+    proc = _flare_train(args)
+    deadline = time.time() + 300
+    while latest_checkpoint(run_b / "checkpoints") is None:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = latest_checkpoint(run_b / "checkpoints")[0]
+    assert done_before < 3 and not (run_b / "training_done.json").exists()
+
+    rerun = _flare_train(args)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output
+    assert f"resumed at epoch {done_before + 1}" in output
+    assert latest_checkpoint(run_b / "checkpoints")[0] == 3
+    for a, b in zip(
+        _weights(straight.run_dir / "checkpoints" / "epoch_0003.keras"),
+        _weights(run_b / "checkpoints" / "epoch_0003.keras"),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    rows_a, rows_b = _history_rows(straight.history_csv), _history_rows(run_b / "history.csv")
+    assert [r["epoch"] for r in rows_b] == ["0", "1", "2"]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("loss", "val_loss", "mean_dice", "val_mean_dice"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_same_seed_same_curves_and_finished_runs_are_not_retrained(synthetic_data, tmp_path):
+    cache = tmp_path / "cache"
+    first = train(_cfg(synthetic_data, cache, tmp_path / "r1", "train.epochs=2"), progress=False)
+    second = train(_cfg(synthetic_data, cache, tmp_path / "r2", "train.epochs=2"), progress=False)
+    assert first.history_csv.read_text() == second.history_csv.read_text()
+    paths = RunPaths(first.run_dir)
+    assert {p.name for p in paths.root.iterdir()} >= {
+        "config.yaml",
+        "splits.json",
+        "history.csv",
+        "best.keras",
+        "checkpoints",
+        "training_done.json",
+    }
+    stamp = first.best_model.stat().st_mtime_ns
+    again = train(_cfg(synthetic_data, cache, tmp_path / "r1", "train.epochs=2"), progress=False)
+    assert again.resumed_from == -1 and first.best_model.stat().st_mtime_ns == stamp
+    # more epochs continue the same run from where it stopped
+    longer = train(_cfg(synthetic_data, cache, tmp_path / "r1", "train.epochs=3"), progress=False)
+    assert longer.resumed_from == 2 and longer.epochs_completed == 3
+    assert [row["epoch"] for row in read_history(longer.history_csv)] == [0, 1, 2]
+
+
+def test_a_run_folder_refuses_other_model_settings(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = _cfg(synthetic_data, tmp_path / "cache", run)
+    (run / "config.yaml").write_text(
+        "model:\n  base_filters: 32\npreprocess:\n  target_shape: [32, 32, 16]\n  workers: 1\n"
+        "data:\n  organs: [liver, right_kidney, left_kidney, spleen]\n"
+    )
+    with pytest.raises(FlareError, match="different model settings"):
+        train(cfg, progress=False)
+
+
+def test_training_without_data_or_cache_is_a_clear_error(tmp_path):
+    cfg = _cfg(tmp_path / "nodata", tmp_path / "nocache", tmp_path / "run")
+    with pytest.raises(FlareError, match="no preprocessed cache"):
+        train(cfg, progress=False)
+
+
+def test_learning_rate_schedules_are_pure_functions_of_the_epoch():
+    assert lr_schedule("constant", 1e-3, 10) is None
+    cosine = lr_schedule("cosine", 1e-3, 10)
+    poly = lr_schedule("poly", 1e-3, 10)
+    assert cosine(0) == pytest.approx(1e-3) and cosine(5) == pytest.approx(5e-4)
+    assert cosine(10) == pytest.approx(0.0, abs=1e-12)
+    assert poly(0) == pytest.approx(1e-3) and poly(5) == pytest.approx(1e-3 * 0.5**0.9)
+
+
+_MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from flare_helpers.config import load_config
+from flare_helpers.train import train
+result = train(load_config(None, sys.argv[1:]), progress=False)
+print("REPLICAS", result.replicas, "BEST", result.best_value)
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_data, tmp_path):
+    args = [
+        *TINY_TRAIN,
+        f"data.data_dir={synthetic_data}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.epochs=1",
+        "data.val_fraction=0.34",
+        "train.distribution=mirrored",
+        "train.deterministic=false",
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("REPLICAS")][0]
+    assert line.split()[1] == "2"
+    assert np.isfinite(float(line.split()[3]))
+
+
+def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path):
+    cfg = _cfg(
+        synthetic_data, tmp_path / "cache", tmp_path / "run", "train.distribution=data_parallel"
+    )
+    with pytest.raises(FlareError, match="needs the JAX backend"):
+        train(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_small_vnet_learns_the_phantom_organs(tmp_path):
+    """Mean organ Dice >= 0.80 on held-out phantoms, scored on their original grids."""
+    from flare_helpers.evaluate import evaluate_model
+
+    zip_path = write_synthetic_zip(tmp_path, 20, seed=11, shape=(96, 96, 40), progress=False)
+    data = extract_zip(zip_path, tmp_path / "data", progress=False)
+    cfg = load_config(
+        None,
+        [
+            f"data.data_dir={data}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"train.output_dir={tmp_path / 'run'}",
+            *LEARNING_SETTINGS,
+        ],
+    )
+    result = train(cfg, progress=False)
+    evaluation = evaluate_model(result.best_model, data, tmp_path / "eval", progress=False)
+    per_organ = evaluation.per_case.groupby("organ")["dsc"].mean()
+    print("held-out Dice per organ:", per_organ.round(3).to_dict())
+    assert set(per_organ.index) == {"liver", "right_kidney", "left_kidney", "spleen"}
+    assert len(evaluation.per_case["case"].unique()) == 4  # the test split, never trained on
+    assert per_organ.mean() >= 0.80
+
+
+#: The learning test's settings: a small VNet that learns the phantoms in a few CPU minutes.
+LEARNING_SETTINGS = [
+    "preprocess.target_shape=[48,48,32]",
+    "preprocess.workers=2",
+    "model.base_filters=8",
+    "model.depth=3",
+    "model.convs_per_stage=[1,2,2,2]",
+    "model.kernel_size=3",
+    "augment.enabled=false",
+    "train.batch_size=2",
+    "train.learning_rate=0.002",
+    "train.epochs=25",
+    "train.seed=3",
+]
