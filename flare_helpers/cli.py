@@ -274,3 +274,61 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path}")
 
     return _run("flare-evaluate", parser, body, argv)
+
+
+# --------------------------------------------------------------------------- flare-visualize
+
+
+def visualize_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-visualize --model-path M --data-path DIR --output-path DIR [--cases …]``."""
+    parser = _parser(
+        "flare-visualize",
+        "Predict cases, then write a slice figure (PNG) and a rotating 3D video (MP4) of each.",
+    )
+    parser.add_argument("--model-path", required=True, type=Path, help="trained .keras model")
+    parser.add_argument(
+        "--data-path", required=True, type=Path, help="FLARE22Train folder with images/"
+    )
+    parser.add_argument(
+        "--output-path",
+        required=True,
+        type=Path,
+        help="folder for predictions/, <case>_slices.png and <case>_organs.mp4",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["test"],
+        metavar="test|all|ID",
+        help="the run's test split (default), every image, or case ids",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="video length (default 10)")
+    parser.add_argument("--fps", type=int, default=12, help="video frame rate (default 12)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        help="video size in pixels (default 960 480)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.viz.render3d import VIDEO_SIZE
+        from flare_helpers.viz.report import CASE_GROUPS, visualize_cases
+
+        group = len(args.cases) == 1 and args.cases[0] in CASE_GROUPS
+        written = visualize_cases(
+            args.model_path,
+            args.data_path,
+            args.output_path,
+            case_ids=args.cases[0] if group else args.cases,
+            seconds=args.seconds,
+            fps=args.fps,
+            size=tuple(args.size or VIDEO_SIZE),
+            overwrite=args.overwrite,
+        )
+        for path in written:
+            print(f"wrote {path}")
+
+    return _run("flare-visualize", parser, body, argv)

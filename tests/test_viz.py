@@ -151,6 +151,10 @@ def test_coronal_panel_has_physical_aspect(phantom, tmp_path):
     (ax,) = [a for a in fig.axes if a.get_label() == "axial:gt"]
     box = ax.get_window_extent()
     assert box.height / box.width == pytest.approx(1.0, rel=0.03)
+    (ax,) = [a for a in fig.axes if a.get_label() == "sagittal:gt"]
+    box = ax.get_window_extent()
+    expected = (SHAPE[2] * spacing[2]) / (SHAPE[1] * spacing[1])  # superior–inferior / A–P
+    assert box.height / box.width == pytest.approx(expected, rel=0.03)
 
 
 def test_plot_case_rejects_mismatched_labels(phantom):
@@ -197,6 +201,33 @@ def test_rotation_video_mp4(phantom, eroded, tmp_path):
     liver = centroid(organ_pixels(front, "liver", 0.05))
     assert liver[1] < centroid(organ_pixels(front, "spleen", 0.05))[1]
     assert liver[0] < centroid(organ_pixels(front, "left_kidney", 0.05))[0]
+
+
+def test_rotation_video_keeps_physical_proportions(tmp_path):
+    """A ball on a grid of 1 × 1.5 × 3 mm voxels looks round, seen level from any side."""
+    spacing = np.array([1.0, 1.5, 3.0])
+    shape = (60, 40, 20)
+    axes = [np.arange(n) * s for n, s in zip(shape, spacing, strict=True)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    centre = (np.asarray(shape) - 1) / 2.0 * spacing
+    ball = (np.linalg.norm(grid - centre, axis=-1) <= 20.0).astype(np.uint8) * FLARE22_IDS["spleen"]
+    out = render_rotation_video(
+        ball,
+        None,
+        spacing,
+        tmp_path / "ball.mp4",
+        organs=("spleen",),
+        seconds=1.0,
+        fps=4,
+        size=(200, 200),
+        elevation=0.0,
+        progress=False,
+    )
+    _, frames = read_mp4(out)
+    for frame in frames:
+        rows, cols = np.nonzero(organ_pixels(frame[:176], "spleen", 0.05))
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert width == pytest.approx(height, rel=0.1)
 
 
 def test_rotation_video_gif(phantom, tmp_path):

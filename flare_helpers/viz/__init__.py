@@ -3,6 +3,8 @@
 Every function takes volumes in canonical RAS voxel order (axis 0 → patient's
 right, 1 → anterior, 2 → superior), spacing in mm, CT in HU and labels as
 FLARE22 ids, and colours organs with ``labels.ORGAN_COLORS`` in 2D and 3D alike.
+:func:`visualize_cases` (``flare-visualize``) predicts cases with a trained model
+and writes both pictures of each.
 """
 
 from flare_helpers.viz.cases import cached_case, case_loader, predicted_cases
@@ -30,4 +32,15 @@ __all__ = [
     "save_figure",
     "slice_viewer",
     "video_html",
+    "visualize_cases",
 ]
+
+
+def __getattr__(name: str):
+    # The report pulls in inference and evaluation: imported on first use, it keeps
+    # `import flare_helpers.viz` light and `python -m flare_helpers.viz.report` clean.
+    if name == "visualize_cases":
+        from flare_helpers.viz.report import visualize_cases
+
+        return visualize_cases
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Triangle budget per video panel (render time grows linearly with it).
 VIDEO_MAX_FACES = 12_000
+#: Default video (width, height) in pixels: two 480×480 panels side by side.
+VIDEO_SIZE: tuple[int, int] = (960, 480)
 #: Camera azimuth of the first frame, in degrees about the superior axis from the
 #: patient's right (+R) toward anterior (+A): 90 looks at the patient's front, so the
 #: patient's right is on the viewer's left, as when facing the patient.
@@ -226,7 +228,7 @@ def render_rotation_video(
     organs: Sequence[str] = DEFAULT_ORGANS,
     seconds: float = 10.0,
     fps: int = 12,
-    size: tuple[int, int] = (960, 480),
+    size: tuple[int, int] = VIDEO_SIZE,
     elevation: float = 15.0,
     progress: bool = True,
 ) -> Path:

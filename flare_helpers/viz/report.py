@@ -1,0 +1,172 @@
+"""Result pictures of a trained model: per case, a slice figure and a rotating 3D video.
+
+For each chosen case the model predicts the CT onto its own grid through
+:mod:`flare_helpers.infer`, then three files are written into the output folder:
+
+- ``predictions/<case>.nii.gz``: FLARE22 ids, the CT's shape and affine;
+- ``<case>_slices.png``: :func:`~flare_helpers.viz.plot_case` (axial, coronal,
+  sagittal × CT, ground truth, prediction) with each organ's Dice in the title;
+- ``<case>_organs.mp4``: :func:`~flare_helpers.viz.render_rotation_video`,
+  ground truth and prediction side by side.
+
+A case without a label gets a prediction-only figure and video. Every file is
+written under a temporary name and renamed, so none is ever half-written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from flare_helpers.data import Case, discover_cases
+from flare_helpers.errors import FlareError
+from flare_helpers.viz.cases import case_loader
+from flare_helpers.viz.planes import organ_ids
+from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
+from flare_helpers.viz.slices import plot_case, save_figure
+
+#: ``cases`` values that name a group of cases rather than case ids.
+CASE_GROUPS: tuple[str, ...] = ("test", "all")
+
+
+def choose_cases(
+    model_path: str | Path, data_dir: str | Path, cases: str | Sequence[str] | None = "test"
+) -> list[Case]:
+    """The cases to show: the run's test split, ``"all"`` images, or the given case ids.
+
+    ``"test"`` (or None) reads ``splits.json`` beside the model, as
+    :func:`flare_helpers.evaluate.cases_for` does; ``"all"`` and explicit ids
+    include images without a label.
+
+    Raises:
+        FlareError: no images in ``data_dir``, no usable test split, or an unknown id.
+    """
+    found = {case.case_id: case for case in discover_cases(data_dir).cases}
+    if cases is None or cases == "test":
+        from flare_helpers.evaluate import cases_for
+
+        ids = cases_for(model_path, data_dir, "test")
+    elif cases == "all":
+        ids = list(found)
+    else:
+        ids = [cases] if isinstance(cases, str) else [str(c) for c in cases]
+        if not ids:
+            raise FlareError("no cases chosen (give 'test', 'all' or case ids)")
+        unknown = [case_id for case_id in ids if case_id not in found]
+        if unknown:
+            raise FlareError(f"no image for case(s) {', '.join(unknown)}", data_dir)
+    return [found[case_id] for case_id in dict.fromkeys(ids)]
+
+
+def output_paths(out_dir: str | Path, case_id: str) -> dict[str, Path]:
+    """Where one case's ``prediction``, ``slices`` figure and ``video`` go under ``out_dir``."""
+    out_dir = Path(out_dir)
+    return {
+        "prediction": out_dir / "predictions" / f"{case_id}.nii.gz",
+        "slices": out_dir / f"{case_id}_slices.png",
+        "video": out_dir / f"{case_id}_organs.mp4",
+    }
+
+
+def visualize_cases(
+    model_path: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    case_ids: str | Sequence[str] | None = "test",
+    seconds: float = 10.0,
+    fps: int = 12,
+    size: tuple[int, int] = VIDEO_SIZE,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Predict the chosen cases with a trained model and write their figures and videos.
+
+    Args:
+        model_path: the run's ``.keras`` model (``config.yaml`` and, for ``"test"``,
+            ``splits.json`` beside it).
+        data_dir: the extracted data set (``images/``, ``labels/`` where known).
+        out_dir: folder for ``predictions/``, ``<case>_slices.png`` and ``<case>_organs.mp4``.
+        case_ids: ``"test"`` (the run's held-out split; also None), ``"all"`` images
+            in ``data_dir``, or a list of case ids.
+        seconds, fps: video length and frame rate (``round(seconds * fps)`` frames).
+        size: video (width, height) in pixels.
+        overwrite: replace existing outputs; otherwise any existing one is refused
+            before anything is computed.
+        progress: show progress bars.
+
+    Returns:
+        The files written: every prediction, then each case's slice figure and
+        video (a ``.gif`` if MP4 writing failed). A case with no organ in its
+        prediction or label gets no video (a warning says so).
+
+    Raises:
+        FlareError: bad settings, a missing or unusable model, data folder or case,
+            or an existing output without ``overwrite`` (the message names the file).
+    """
+    from flare_helpers.infer import load_predictor, predict_files
+    from flare_helpers.metrics import score_case
+
+    if not (np.isfinite(seconds) and seconds > 0) or int(fps) < 1:
+        raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
+    predictor = load_predictor(model_path)
+    cases = choose_cases(model_path, data_dir, case_ids)
+    planned = {case.case_id: output_paths(out_dir, case.case_id) for case in cases}
+    if not overwrite:
+        existing = [p for paths in planned.values() for p in paths.values() if p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise FlareError(f"output exists{more}; pass --overwrite to replace", existing[0])
+
+    organs = predictor.organs.organs
+    pairs = [(case.image, planned[case.case_id]["prediction"]) for case in cases]
+    written = predict_files(predictor, pairs, overwrite=True, progress=progress)
+    load_case = case_loader(data_dir, Path(out_dir) / "predictions")
+    for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
+        arrays = load_case(case.case_id)
+        paths = planned[case.case_id]
+        dice = None
+        if arrays.gt is not None:
+            rows = score_case(arrays.gt, arrays.pred, arrays.spacing, organs)
+            dice = {row["organ"]: row["dsc"] for row in rows}
+        figure = plot_case(
+            arrays.image,
+            arrays.spacing,
+            arrays.gt,
+            arrays.pred,
+            organs=organs,
+            dice=dice,
+            title=case.case_id,
+        )
+        written.append(save_figure(figure, paths["slices"]))
+        shown = [v for v in (arrays.gt, arrays.pred) if v is not None]
+        if not any(np.isin(v, organ_ids(organs)).any() for v in shown):
+            warnings.warn(
+                f"{case.case_id}: none of {', '.join(organs)} is labelled or predicted; no video",
+                stacklevel=2,
+            )
+            continue
+        written.append(
+            render_rotation_video(
+                arrays.gt,
+                arrays.pred,
+                arrays.spacing,
+                paths["video"],
+                organs=organs,
+                seconds=seconds,
+                fps=fps,
+                size=size,
+                progress=progress,
+            )
+        )
+    return written
+
+
+if __name__ == "__main__":
+    from flare_helpers.cli import visualize_main
+
+    raise SystemExit(visualize_main())
