@@ -170,7 +170,11 @@ def run_series(
     out_dir = work_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {}
-    env = {"FLARE_HEADLESS": "1"}
+    # Kernels inherit the environment: headless viewers, and TensorFlow's C++ info lines hidden.
+    env = {
+        "FLARE_HEADLESS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     old_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

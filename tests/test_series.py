@@ -1,0 +1,170 @@
+"""The notebook series 01 → 05 through papermill with the CI profile, as `flare-series` runs it.
+
+The CI profile (``notebooks/params/ci.yaml``) is used as it is, with only its paths
+moved into a temporary folder: a tiny synthetic set and a tiny VNet, about half a
+minute per run on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flare_helpers.errors import FlareError
+from flare_helpers.series import PROFILE_DIR, run_series
+
+NOTEBOOK_NAMES = ["01_extract", "02_preprocess", "03_train", "04_evaluate", "05_render"]
+ORGANS = {"liver", "right_kidney", "left_kidney", "spleen"}
+
+
+def _ci_profile(tmp_path: Path, **changes) -> Path:
+    """The CI profile with its work folder under ``tmp_path`` (and ``changes`` to ``common``)."""
+    profile = yaml.safe_load((PROFILE_DIR / "ci.yaml").read_text())
+    work = tmp_path / "work"
+    profile["common"].update(
+        work_dir=str(work), data_root=str(work / "data"), zip_path=str(work / "FLARE22Train.zip")
+    )
+    profile["common"].update(changes)
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def _digests(folder: Path, pattern: str) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob(pattern))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def ci_series(tmp_path_factory) -> tuple[Path, Path]:
+    """One run of the whole series with the CI profile: (profile file, notebooks folder)."""
+    tmp = tmp_path_factory.mktemp("series")
+    profile = _ci_profile(tmp)
+    return profile, run_series(profile, base=tmp, progress=False)
+
+
+@pytest.mark.slow
+def test_series_writes_executed_notebooks_and_parameters(ci_series):
+    profile, executed = ci_series
+    assert sorted(p.stem for p in executed.glob("*.ipynb")) == NOTEBOOK_NAMES
+    for name in NOTEBOOK_NAMES:
+        notebook = nbformat.read(executed / f"{name}.ipynb", as_version=4)
+        errors = [
+            out
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for out in cell.outputs
+            if out.output_type == "error"
+        ]
+        assert errors == [], name
+        injected = [
+            c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])
+        ]
+        assert len(injected) == 1, name
+    recorded = yaml.safe_load((executed / "parameters.yaml").read_text())
+    assert list(recorded) == NOTEBOOK_NAMES
+    assert recorded["01_extract"]["synthetic_cases"] == 6
+    assert recorded["03_train"]["epochs"] == 2
+    assert recorded["02_preprocess"]["work_dir"] == str(executed.parent)
+
+
+@pytest.mark.slow
+def test_series_leaves_model_metrics_figures_and_video(ci_series):
+    _, executed = ci_series
+    work = executed.parent
+    assert (work / "model" / "best.keras").stat().st_size > 0
+    history = pd.read_csv(work / "model" / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert np.isfinite(history["val_mean_dice"]).all()
+
+    per_case = pd.read_csv(work / "evaluation" / "per_case.csv")
+    test_cases = yaml.safe_load((work / "model" / "splits.json").read_text())["test"]
+    assert sorted(per_case["case"].unique()) == sorted(test_cases)
+    assert set(per_case["organ"]) == ORGANS
+    assert per_case["dsc"].between(0, 1).all() and per_case["nsd"].between(0, 1).all()
+    summary = pd.read_csv(work / "evaluation" / "summary.csv")
+    assert summary["organ"].tolist()[-1] == "all organs"
+
+    render = work / "render"
+    (slices,) = render.glob("*_slices.png")
+    assert iio.imread(slices).ndim == 3
+    (video,) = render.glob("*_organs.mp4")
+    frames = list(imageio_ffmpeg.read_frames(str(video)))[1:]  # first item: metadata
+    assert len(frames) == 6  # 1 s at 6 frames/s (the CI profile)
+    assert frames[0] != frames[len(frames) // 2]
+
+
+@pytest.mark.slow
+def test_rerunning_the_series_changes_nothing(ci_series, tmp_path):
+    """A second run finds everything done: the cache, model and scores stay byte-identical."""
+    profile, executed = ci_series
+    work = executed.parent
+    before = {
+        "cache": _digests(work / "cache", "cases/*/*.npy"),
+        "model": _digests(work / "model", "*.keras"),
+        "scores": _digests(work / "evaluation", "*.csv"),
+        "predictions": _digests(work / "evaluation" / "predictions", "*.nii.gz"),
+    }
+    run_series(profile, base=tmp_path, progress=False)
+    after = {
+        "cache": _digests(work / "cache", "cases/*/*.npy"),
+        "model": _digests(work / "model", "*.keras"),
+        "scores": _digests(work / "evaluation", "*.csv"),
+        "predictions": _digests(work / "evaluation" / "predictions", "*.nii.gz"),
+    }
+    assert all(before.values()) and after == before
+
+
+def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
+    profile = _ci_profile(tmp_path, zip_path=str(tmp_path / "missing.zip"))
+    settings = yaml.safe_load(profile.read_text())
+    settings["01_extract"]["synthetic_cases"] = 0
+    profile.write_text(yaml.safe_dump(settings))
+    with pytest.raises(FlareError) as caught:
+        run_series(profile, base=tmp_path, progress=False)
+    message = str(caught.value)
+    assert "01_extract" in message and "missing.zip" in message
+    assert "\n" not in message
+    executed = tmp_path / "work" / "notebooks"
+    assert [p.name for p in executed.glob("*.ipynb")] == ["01_extract.ipynb"]
+
+
+def test_unknown_profile_and_parameter_are_named(tmp_path):
+    with pytest.raises(FlareError, match="no such profile"):
+        run_series("nonexistent", base=tmp_path, progress=False)
+    profile = _ci_profile(tmp_path)
+    settings = yaml.safe_load(profile.read_text())
+    settings["03_train"]["epoch"] = 3
+    profile.write_text(yaml.safe_dump(settings))
+    with pytest.raises(FlareError, match="03_train has no parameter"):
+        run_series(profile, base=tmp_path, only=["03"], progress=False)
+
+
+def test_every_profile_sets_only_declared_parameters():
+    """Each shipped profile (ci, demo, colab, full) names parameters the notebooks declare."""
+    import papermill
+
+    notebooks = Path(PROFILE_DIR).parent
+    declared = {
+        name: set(papermill.inspect_notebook(str(notebooks / f"{name}.ipynb")))
+        for name in NOTEBOOK_NAMES
+    }
+    every = set().union(*declared.values())
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        profile = yaml.safe_load(path.read_text())
+        assert set(profile["common"]) <= every, path.name
+        for name, params in profile.items():
+            if name != "common":
+                assert set(params) <= declared[name], (path.name, name)
+    assert {p.stem for p in PROFILE_DIR.glob("*.yaml")} >= {"ci", "demo", "colab", "full"}
