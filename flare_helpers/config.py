@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -133,16 +135,25 @@ class Config:
         return _apply(self, {name: dict(values) for name, values in sections.items()}, None)
 
 
+_SCALAR_NAMES = {int: "integer", float: "number", bool: "true/false value", str: "string"}
+
+
 def _type_name(tp: Any) -> str:
+    """How a message names a type: "an integer", "a list of 3 integers", "one of 'a', 'b'"."""
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
-        inner = _type_name(args[0])
+        inner = _SCALAR_NAMES.get(args[0], str(args[0]))
         return f"a list of {inner}s" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp)
-    )
+    if tp is bool:
+        return "true or false"
+    name = _SCALAR_NAMES.get(tp, str(tp))
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+#: Numbers in exponent notation without a dot, which PyYAML (YAML 1.1) leaves as strings.
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _coerce(value: Any, tp: Any, where: str, source: Path | None) -> Any:
@@ -159,8 +170,10 @@ def _coerce(value: Any, tp: Any, where: str, source: Path | None) -> Any:
             raise bad
         if args[-1] is not Ellipsis and len(value) != len(args):
             raise bad
-        inner = args[0]
-        return tuple(_coerce(v, inner, where, source) for v in value)
+        try:
+            return tuple(_coerce(v, args[0], where, source) for v in value)
+        except FlareError:
+            raise bad from None
     if origin in (types.UnionType, typing.Union):
         raise TypeError(f"unsupported annotation {tp}")
     if tp is bool:
@@ -172,6 +185,8 @@ def _coerce(value: Any, tp: Any, where: str, source: Path | None) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
         return float(value)
@@ -213,6 +228,14 @@ def _apply(cfg: Config, updates: Mapping[str, Any], source: Path | None) -> Conf
     return dataclasses.replace(cfg, **new_sections)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where (line, column) and what, from PyYAML's multi-line message."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "syntax error"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
     """Parse ``section.key=value`` (value in YAML syntax) into a nested update."""
     key, sep, raw = text.partition("=")
@@ -224,7 +247,9 @@ def parse_override(text: str) -> dict[str, dict[str, Any]]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise FlareError(f"override '{text}': value is not valid YAML ({exc})") from exc
+        raise FlareError(
+            f"override '{text}': value is not valid YAML ({_yaml_problem(exc)})"
+        ) from exc
     return {section: {name: value}}
 
 
@@ -248,21 +273,46 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise FlareError("config file not found", source) from exc
         except OSError as exc:
             raise FlareError(f"cannot read config ({exc.strerror})", source) from exc
+        except UnicodeDecodeError as exc:
+            raise FlareError(
+                f"not UTF-8 text (byte {exc.start}); is this a config.yaml?", source
+            ) from exc
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-            raise FlareError(f"not valid YAML ({first})", source) from exc
+            raise FlareError(f"not valid YAML ({_yaml_problem(exc)})", source) from exc
         cfg = _apply(cfg, data, source)
     for text in overrides:
         cfg = _apply(cfg, parse_override(text), None)
     return validate(cfg, source)
 
 
+def _non_finite(cfg: Config) -> str | None:
+    """Name of the first number that is NaN or infinite (YAML ``.nan``, ``.inf``), if any."""
+    for section in dataclasses.fields(cfg):
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                return f"{section.name}.{key}"
+    return None
+
+
 def validate(cfg: Config, source: Path | None = None) -> Config:
     """Check value ranges that types alone do not catch; return ``cfg`` unchanged."""
+    bad = _non_finite(cfg)
+    if bad is not None:
+        raise FlareError(f"{bad} must be a finite number", source)
+    a, t = cfg.augment, cfg.train
+    factor = 2**cfg.model.depth
     checks = [
         (all(s > 0 for s in cfg.preprocess.target_shape), "preprocess.target_shape must be > 0"),
+        (
+            cfg.model.depth < 1 or all(s % factor == 0 for s in cfg.preprocess.target_shape),
+            f"preprocess.target_shape {list(cfg.preprocess.target_shape)} must be divisible by "
+            f"2**model.depth = {factor} along every axis",
+        ),
+        (cfg.preprocess.crop_margin_mm >= 0, "preprocess.crop_margin_mm must be >= 0"),
+        (cfg.preprocess.workers >= 0, "preprocess.workers must be >= 0 (0 = one per CPU core)"),
         (
             cfg.preprocess.hu_window[0] < cfg.preprocess.hu_window[1],
             "preprocess.hu_window must be [low, high] with low < high",
@@ -302,6 +352,30 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             0 < cfg.augment.gamma_range[0] <= cfg.augment.gamma_range[1],
             "augment.gamma_range must be [low, high] with 0 < low",
         ),
+        (a.scale_range[0] > 0, "augment.scale_range must be > 0"),
+        (
+            all(
+                0 <= p <= 1
+                for p in (a.spatial_probability, a.intensity_probability, a.lr_flip_probability)
+            ),
+            "augment.spatial_probability, intensity_probability and lr_flip_probability "
+            "must be in [0, 1]",
+        ),
+        (
+            min(a.rotation_deg, a.intensity_scale, a.intensity_shift, a.noise_std) >= 0,
+            "augment.rotation_deg, intensity_scale, intensity_shift and noise_std must be >= 0",
+        ),
+        (
+            t.dice_weight >= 0 and t.ce_weight >= 0 and t.dice_weight + t.ce_weight > 0,
+            "train.dice_weight and train.ce_weight must be >= 0, and not both 0",
+        ),
+        (t.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0 (0 = off)"),
+        (t.workers >= 1, "train.workers must be >= 1"),
+        (
+            0 <= t.seed < 2**32 and 0 <= cfg.data.split_seed < 2**32,
+            "train.seed and data.split_seed must be in [0, 2**32)",
+        ),
+        (cfg.infer.batch_size >= 1, "infer.batch_size must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -9,8 +9,10 @@ back onto exactly the input's grid.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -24,7 +26,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from tqdm.auto import tqdm
 
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import atomic_path, read_json, write_json_atomic
+from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import FLARE22_LABELS
 
 DATASET_DIRNAME = "FLARE22Train"
@@ -77,8 +79,13 @@ def _dataset_members(
     names: dict[PurePosixPath, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         path = _safe_name(info.filename, zip_path)
-        if path is not None:
-            names[path] = info
+        if path is None:
+            continue
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no Unix type
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            kind = "symbolic link" if kind == stat.S_IFLNK else "special file"
+            raise FlareError(f"refusing {kind} member '{info.filename}'", zip_path)
+        names[path] = info
     if not names:
         raise FlareError("the zip is empty", zip_path)
     roots = {p.parents[1] for p in names if len(p.parts) >= 2 and p.parts[-2] == "images"}
@@ -130,6 +137,8 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path, *, progress: bool = T
         raise FlareError(f"cannot open zip ({exc})", zip_path) from exc
     with archive:
         members = _dataset_members(archive, zip_path)
+        if target.is_dir():
+            remove_stale_temps(target, recursive=True)  # left by an interrupted run
         if marker.exists() and _marker_matches(marker, fingerprint, target, members):
             return target
         todo = [
@@ -171,7 +180,9 @@ def _extract_member(archive, info, dest: Path, zip_path: Path, bar) -> None:
                 out.write(chunk)
                 bar.update(len(chunk))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise FlareError(f"member '{info.filename}' is corrupt ({exc})", zip_path) from exc
+        raise FlareError(
+            f"member '{info.filename}' is corrupt ({one_line(exc)})", zip_path
+        ) from exc
 
 
 # --------------------------------------------------------------------------- discovery
@@ -219,8 +230,17 @@ def nifti_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS))
+def nifti_files(folder: str | Path) -> list[Path]:
+    """The ``.nii.gz`` / ``.nii`` files in ``folder``, sorted; hidden files are skipped.
+
+    Hidden names are macOS ``._*`` metadata copies and temporaries of interrupted
+    writes (``.<name>.tmp-…``), never volumes to use.
+    """
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS) and not p.name.startswith(".")
+    )
 
 
 def discover_cases(data_dir: str | Path) -> CaseList:
@@ -238,10 +258,10 @@ def discover_cases(data_dir: str | Path) -> CaseList:
     images_dir, labels_dir = data_dir / "images", data_dir / "labels"
     if not images_dir.is_dir():
         raise FlareError("no images/ folder here (run flare-extract first?)", data_dir)
-    images = _nifti_files(images_dir)
+    images = nifti_files(images_dir)
     if not images:
         raise FlareError("no .nii.gz images in this folder", images_dir)
-    labels = {nifti_stem(p): p for p in _nifti_files(labels_dir)} if labels_dir.is_dir() else {}
+    labels = {nifti_stem(p): p for p in nifti_files(labels_dir)} if labels_dir.is_dir() else {}
     cases, unlabelled, notes = [], [], []
     for image in images:
         stem = nifti_stem(image)
@@ -340,8 +360,41 @@ class Volume:
         return self.geometry.canonical_spacing
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _header_size(raw: bytes) -> int | None:
+    """348 (NIfTI-1) or 540 (NIfTI-2) from the first field, in either byte order; else None."""
+    for order in ("little", "big"):
+        size = int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0
+        if size in (348, 540):
+            return size
+    return None
+
+
+def _nifti_bytes(path: Path) -> bytes:
+    """The NIfTI bytes of a ``.nii.gz``: gunzipped with ISA-L (~3× faster than zlib).
+
+    A file that is not gzip-compressed but starts with a NIfTI header (an
+    uncompressed volume saved under a ``.nii.gz`` name) is read as is, as ITK does.
+    """
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        return igzip.decompress(raw)
+    if _header_size(raw) is not None:
+        return raw
+    raise igzip.BadGzipFile("not gzip data, nor an uncompressed NIfTI")
+
+
 def _read_nifti(path: Path) -> nib.Nifti1Image:
-    """Open a NIfTI (gzip decompressed with ISA-L, ~3× faster than zlib) and check its shape."""
+    """Open a NIfTI (gzip decompressed with ISA-L, ~3× faster than zlib) and check its header.
+
+    Checks that it is 3D and non-empty, that the voxel type is a real number,
+    that the file holds all the voxels its header promises, and that the affine
+    is usable; voxels are not read yet.
+    """
     if not path.exists():
         raise FlareError("file not found", path)
     if path.is_dir():
@@ -350,18 +403,25 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
         raise FlareError("not a NIfTI file name (expected .nii.gz or .nii)", path)
     try:
         if path.name.endswith(".gz"):
-            raw = igzip.decompress(path.read_bytes())
-            img = nib.Nifti1Image.from_bytes(raw)
+            raw = _nifti_bytes(path)
+            klass = nib.Nifti2Image if _header_size(raw) == 540 else nib.Nifti1Image
+            img = klass.from_bytes(raw)
+            available = len(raw)
         else:
             img = nib.load(path)
+            available = path.stat().st_size
     except FileNotFoundError as exc:
         raise FlareError("file not found", path) from exc
     except PermissionError as exc:
         raise FlareError("permission denied", path) from exc
     except (OSError, EOFError, igzip.BadGzipFile) as exc:
-        raise FlareError(f"truncated or corrupt gzip ({exc})", path) from exc
+        raise FlareError(f"truncated or corrupt gzip ({one_line(exc)})", path) from exc
     except Exception as exc:  # nibabel raises several unrelated types for bad headers
-        raise FlareError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from exc
+        raise FlareError(
+            f"not a readable NIfTI file ({type(exc).__name__}: {one_line(exc)})", path
+        ) from exc
+    if not isinstance(img, nib.Nifti1Image):  # nib.load also opens other formats
+        raise FlareError(f"not a NIfTI file ({type(img).__name__})", path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -371,6 +431,19 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
         )
     if min(shape) == 0:
         raise FlareError(f"volume has an empty dimension, shape {tuple(shape)}", path)
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "iuf":
+        raise FlareError(
+            f"unsupported voxel type {dtype} (expected integers or real numbers)", path
+        )
+    offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+    needed = offset + math.prod(int(n) for n in shape) * dtype.itemsize
+    if available < needed:
+        raise FlareError(
+            f"voxel data is truncated: the header promises {needed} bytes, "
+            f"the file holds {available}",
+            path,
+        )
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         raise FlareError("affine is singular or not finite", path)
     return img
@@ -400,7 +473,7 @@ def _float32_voxels(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
         raw = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asarray(proxy)
     except Exception as exc:
-        raise FlareError(f"voxel data is truncated or unreadable ({exc})", path) from exc
+        raise FlareError(f"voxel data is truncated or unreadable ({one_line(exc)})", path) from exc
     data = raw.reshape(img.shape[:3]).astype(np.float32)
     slope = float(getattr(proxy, "slope", 1.0))
     inter = float(getattr(proxy, "inter", 0.0))
@@ -447,11 +520,10 @@ def load_label(path: str | Path, reference: Geometry | None = None) -> Volume:
             )
         if not np.allclose(geometry.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
             raise FlareError("label affine differs from its image's (not on the same grid)", path)
-    raw = np.asanyarray(img.dataobj)
     try:
-        values = np.asarray(raw).reshape(img.shape[:3])
+        values = np.asarray(img.dataobj).reshape(img.shape[:3])
     except Exception as exc:
-        raise FlareError(f"voxel data is truncated or unreadable ({exc})", path) from exc
+        raise FlareError(f"voxel data is truncated or unreadable ({one_line(exc)})", path) from exc
     if not np.issubdtype(values.dtype, np.integer):
         if not np.isfinite(values).all():
             raise FlareError("label contains NaN or Inf voxels", path)
@@ -520,7 +592,8 @@ def save_like(
     header.set_slope_inter(1.0, 0.0)
     header["cal_min"], header["cal_max"] = 0, float(data.max(initial=0))
     header.set_intent("label")
-    out = nib.Nifti1Image(data, geometry.affine, header)
+    klass = nib.Nifti2Image if isinstance(ref_header, nib.Nifti2Header) else nib.Nifti1Image
+    out = klass(data, geometry.affine, header)
     out.set_sform(ref_header.get_sform(), code=int(ref_header["sform_code"]))
     out.set_qform(ref_header.get_qform(), code=int(ref_header["qform_code"]))
     with atomic_path(out_path) as tmp:

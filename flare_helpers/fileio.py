@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -80,6 +81,40 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+#: Names :func:`atomic_path` gives its temporaries: ``.<name>.tmp-`` + tempfile's 8 characters.
+_TEMP_NAME = re.compile(r"^\..+\.tmp-[a-z0-9_]{8}")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temporary made by :func:`atomic_path`."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def remove_stale_temps(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """Delete the temporaries that interrupted atomic writes left in ``folder``.
+
+    A process killed inside :func:`atomic_path` (SIGKILL, a Colab disconnect)
+    cannot clean up after itself; the step that owns the folder calls this when
+    it starts again. Only names made by :func:`atomic_path` are touched, so it
+    must not run while another process writes into the same folder.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if is_temp_name(name):
+                path = Path(root) / name
+                _remove(path)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not is_temp_name(d)] if recursive else []
+    return removed
 
 
 def write_text_atomic(dest: str | Path, text: str) -> Path:

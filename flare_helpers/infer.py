@@ -33,7 +33,9 @@ from flare_helpers.data import (
     Volume,
     discover_cases,
     load_image,
+    nifti_files,
     nifti_stem,
+    one_line,
     save_like,
 )
 from flare_helpers.errors import FlareError
@@ -68,15 +70,57 @@ class Predictor:
     model_path: Path
 
 
+#: Modules a model's config may name: Keras itself and this package's registered objects.
+TRUSTED_MODULES = ("keras", "flare_helpers")
+_CODE = "refusing to load a model that contains Python code ({}): it could run anything here"
+
+
+def _untrusted_code(node: object) -> str | None:
+    """What in a ``.keras`` config.json would run code on loading (a Lambda, a foreign module)."""
+    if isinstance(node, dict):
+        if node.get("class_name") in ("Lambda", "__lambda__"):
+            return "a Lambda layer"
+        module = node.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in TRUSTED_MODULES:
+            return f"it refers to module '{module}'"
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _untrusted_code(child)
+        if found:
+            return found
+    return None
+
+
 def _check_model_file(path: Path) -> None:
+    """Refuse anything but a .keras archive whose config names only Keras and our layers.
+
+    Checked before Keras sees the file, so a Lambda layer is refused even where
+    ``keras.config.enable_unsafe_deserialization()`` was called (which would
+    override ``safe_mode=True``).
+    """
+    import json
+    import zipfile
+
     if not path.exists():
         raise FlareError("model file not found", path)
     if path.is_dir() or path.suffix != ".keras":
         raise FlareError("not a .keras model file", path)
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         raise FlareError("not a valid .keras file (it is not a zip archive)", path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except KeyError as exc:
+        raise FlareError("not a valid .keras file (no config.json inside)", path) from exc
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FlareError(f"not a valid .keras file ({one_line(exc)})", path) from exc
+    found = _untrusted_code(config)
+    if found:
+        raise FlareError(_CODE.format(found), path)
 
 
 def load_predictor(
@@ -111,10 +155,14 @@ def load_predictor(
     if infer_overrides:
         config = config.replace(infer=infer_overrides)
     try:
-        net = keras.saving.load_model(model_path, compile=False)
+        # safe_mode=True explicitly: a .keras file from elsewhere must not run code
+        # (Lambda layers), even if something called enable_unsafe_deserialization().
+        net = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise FlareError(_CODE.format("Keras refused it in safe mode"), model_path) from exc
         raise FlareError(
-            f"cannot load the model ({type(exc).__name__}: {exc})", model_path
+            f"cannot load the model ({type(exc).__name__}: {one_line(exc)})", model_path
         ) from exc
     params = PreprocessParams.from_config(config)
     organs = OrganSet.from_names(config.data.organs)
@@ -208,9 +256,7 @@ def plan_outputs(input_path: str | Path, output_path: str | Path) -> list[tuple[
     if (input_path / "images").is_dir():
         images = [case.image for case in discover_cases(input_path).cases]
     else:
-        images = sorted(
-            p for p in input_path.iterdir() if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS)
-        )
+        images = nifti_files(input_path)
     if not images:
         raise FlareError("no .nii.gz images in this folder", input_path)
     return [(image, output_path / output_name(image)) for image in images]

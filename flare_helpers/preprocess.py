@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from flare_helpers.config import Config
 from flare_helpers.data import Case, Volume, discover_cases, load_case
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import atomic_path, read_json, write_json_atomic
+from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
 from flare_helpers.resample import resize_linear, resize_nearest
 
@@ -291,8 +291,19 @@ def build_cache(
         raise FlareError(
             "no labelled cases (is the labels/ folder empty?)", Path(data_dir) / "labels"
         )
+    # Temporaries of a run that was killed (a Colab disconnect) are never reused.
+    remove_stale_temps(cache_dir)
+    remove_stale_temps(cache_dir / "cases")
     todo = [c for c in cases if not _entry_is_current(cache_dir, c, params)]
     if todo:
+        # The manifest vouches for every entry. Until all are current again there is
+        # none, so a run killed midway never leaves old and new entries under it.
+        try:
+            (cache_dir / "manifest.json").unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise FlareError(f"cannot update the cache ({exc.strerror})", cache_dir) from exc
         errors = _run_entries(todo, cache_dir, params, workers or os.cpu_count() or 1, progress)
         if errors:
             more = f" (and {len(errors) - 1} more failing cases)" if len(errors) > 1 else ""
