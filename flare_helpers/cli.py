@@ -150,10 +150,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.config import load_config
+
+        cfg = load_config(args.config, args.overrides)  # a bad config fails before Keras loads
         from flare_helpers.runtime import describe_device
         from flare_helpers.train import train
 
-        cfg = load_config(args.config, args.overrides)
         print(describe_device())
         result = train(cfg)
         if result.resumed_from < 0:

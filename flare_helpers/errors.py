@@ -16,6 +16,8 @@ class FlareError(Exception):
     """
 
     def __init__(self, problem: str, path: str | Path | None = None) -> None:
-        self.problem = problem
+        # One line always: messages of other libraries quoted in `problem` may span several.
+        self.problem = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())
         self.path = None if path is None else Path(path)
-        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+        message = self.problem if self.path is None else f"{self.path}: {self.problem}"
+        super().__init__(message)

@@ -64,7 +64,14 @@ arrays = load_case(shown)
 # physical proportions. Same organ colours as in the 3D video.
 
 # %%
-figure = viz.plot_case(arrays.image, arrays.spacing, gt=arrays.gt, pred=arrays.pred, title=shown)
+figure = viz.plot_case(
+    arrays.image,
+    arrays.spacing,
+    gt=arrays.gt,
+    pred=arrays.pred,
+    dice=viz.case_dice(arrays),
+    title=shown,
+)
 viz.save_figure(figure, paths.render_dir / f"{shown}_slices.png")
 
 # %% [markdown]

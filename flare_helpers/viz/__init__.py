@@ -32,6 +32,7 @@ __all__ = [
     "save_figure",
     "slice_viewer",
     "video_html",
+    "case_dice",
     "visualize_cases",
 ]
 
@@ -39,8 +40,8 @@ __all__ = [
 def __getattr__(name: str):
     # The report pulls in inference and evaluation: imported on first use, it keeps
     # `import flare_helpers.viz` light and `python -m flare_helpers.viz.report` clean.
-    if name == "visualize_cases":
-        from flare_helpers.viz.report import visualize_cases
+    if name in ("case_dice", "visualize_cases"):
+        from flare_helpers.viz import report
 
-        return visualize_cases
+        return getattr(report, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

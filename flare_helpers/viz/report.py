@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 from flare_helpers.data import Case, discover_cases
 from flare_helpers.errors import FlareError
+from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.cases import case_loader
-from flare_helpers.viz.planes import organ_ids
+from flare_helpers.viz.planes import CaseArrays, organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
 from flare_helpers.viz.slices import plot_case, save_figure
 
@@ -72,6 +73,21 @@ def output_paths(out_dir: str | Path, case_id: str) -> dict[str, Path]:
     }
 
 
+def case_dice(
+    arrays: CaseArrays, organs: Sequence[str] = DEFAULT_ORGANS
+) -> dict[str, float] | None:
+    """``{organ: DSC}`` of a loaded case on its own grid (FLARE22 rules), for a figure title.
+
+    None when the case has no ground truth or no prediction.
+    """
+    if arrays.gt is None or arrays.pred is None:
+        return None
+    from flare_helpers.metrics import score_case
+
+    rows = score_case(arrays.gt, arrays.pred, arrays.spacing, tuple(organs))
+    return {row["organ"]: row["dsc"] for row in rows}
+
+
 def visualize_cases(
     model_path: str | Path,
     data_dir: str | Path,
@@ -109,7 +125,6 @@ def visualize_cases(
             or an existing output without ``overwrite`` (the message names the file).
     """
     from flare_helpers.infer import load_predictor, predict_files
-    from flare_helpers.metrics import score_case
 
     if not (np.isfinite(seconds) and seconds > 0) or int(fps) < 1:
         raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
@@ -129,10 +144,7 @@ def visualize_cases(
     for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
         arrays = load_case(case.case_id)
         paths = planned[case.case_id]
-        dice = None
-        if arrays.gt is not None:
-            rows = score_case(arrays.gt, arrays.pred, arrays.spacing, organs)
-            dice = {row["organ"]: row["dsc"] for row in rows}
+        dice = case_dice(arrays, organs)
         figure = plot_case(
             arrays.image,
             arrays.spacing,
