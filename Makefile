@@ -28,7 +28,7 @@ format:
 
 # Regenerate every paired .ipynb from its reviewed jupytext source (no outputs).
 notebooks:
-	$(BIN)/jupytext --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]_*.py
+	$(BIN)/jupytext --update --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]_*.py
 
 demo:
 	$(BIN)/flare-series --profile $(PROFILE)

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,18 @@ def remove_stale_temps(folder: str | Path, *, recursive: bool = False) -> list[P
                 removed.append(path)
         dirs[:] = [d for d in dirs if not is_temp_name(d)] if recursive else []
     return removed
+
+
+def refuse_existing(paths: Iterable[str | Path]) -> None:
+    """Raise before any work when an output already exists (the caller has no ``overwrite``).
+
+    Raises:
+        FlareError: naming the first existing path and how many more there are.
+    """
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FlareError(f"output exists{more}; pass --overwrite to replace", existing[0])
 
 
 def write_text_atomic(dest: str | Path, text: str) -> Path:

@@ -39,6 +39,7 @@ from flare_helpers.data import (
     save_like,
 )
 from flare_helpers.errors import FlareError
+from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import OrganSet
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
@@ -276,10 +277,7 @@ def predict_files(
     ``overwrite``; each file is written atomically.
     """
     if not overwrite:
-        existing = [out for _, out in pairs if out.exists()]
-        if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise FlareError(f"output exists{more}; pass --overwrite to replace", existing[0])
+        refuse_existing(out for _, out in pairs)
     timer = timer or StageTimer()
     written: list[Path] = []
     batch = max(1, predictor.settings.batch_size)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from flare_helpers.data import Case, discover_cases
 from flare_helpers.errors import FlareError
+from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.cases import case_loader
 from flare_helpers.viz.planes import CaseArrays, organ_ids
@@ -132,10 +133,7 @@ def visualize_cases(
     cases = choose_cases(model_path, data_dir, case_ids)
     planned = {case.case_id: output_paths(out_dir, case.case_id) for case in cases}
     if not overwrite:
-        existing = [p for paths in planned.values() for p in paths.values() if p.exists()]
-        if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise FlareError(f"output exists{more}; pass --overwrite to replace", existing[0])
+        refuse_existing(p for paths in planned.values() for p in paths.values())
 
     organs = predictor.organs.organs
     pairs = [(case.image, planned[case.case_id]["prediction"]) for case in cases]
