@@ -25,14 +25,14 @@ torch and monai are benchmark-only dependencies, not the project's.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import dated_heading, environment, finish
 
 HEADING = "## VNet vs MONAI VNet throughput (`bench/gpu_vnet_vs_monai.py`)"
 INTRO = (
@@ -206,21 +206,11 @@ def run_worker(cfg: dict, backend: str, timeout: int) -> dict:
     return json.loads(lines[-1])
 
 
-def environment(results: list[dict]) -> str:
-    import numpy as np
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    seen = dict.fromkeys(r["device"] for r in results if "device" in r)
-    return (
-        f"{cpu}, {cores} cores; Python {platform.python_version()}, numpy {np.__version__}, "
-        f"{platform.system()}; " + "; ".join(seen)
-    )
+def environment_line(results: list[dict], backend: str, device: str) -> str:
+    """Host, versions and the devices each network reported running on."""
+    seen = "; ".join(dict.fromkeys(r["device"] for r in results if "device" in r))
+    gpu = "GPU run" if device == "gpu" else "no GPU used (CPU run)"
+    return environment(seen, backend=backend, gpu=gpu)
 
 
 def _rate(result: dict, key: str) -> str:
@@ -249,10 +239,12 @@ def report(args, rows: list[tuple[int, str, dict, dict]]) -> str:
         params.setdefault("ours", ours.get("params"))
         params.setdefault("monai", monai.get("params"))
     lines = [
-        f"### {datetime.date.today().isoformat()}: {title}, {shape}×1, {args.n_classes} classes, "
-        f"{args.steps} timed steps after {args.warmup} warm-up, ours on {args.backend}",
+        dated_heading(
+            f"{title}, {shape}×1, {args.n_classes} classes, {args.steps} timed steps after "
+            f"{args.warmup} warm-up, ours on {args.backend}"
+        ),
         "",
-        environment([r for row in rows for r in row[2:]]),
+        environment_line([r for row in rows for r in row[2:]], args.backend, args.device),
         "",
         f"Parameters: ours {_count(params['ours'])} · MONAI {_count(params['monai'])}",
         "",
@@ -274,20 +266,6 @@ def report(args, rows: list[tuple[int, str, dict, dict]]) -> str:
         )
     lines.append("")
     return "\n".join(lines)
-
-
-def append_to_benchmarks(path: Path, block: str) -> None:
-    """Add ``block`` at the end of this benchmark's section (created if absent)."""
-    from flare_helpers.fileio import write_text_atomic
-
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n"
-    start = text.index(HEADING) + len(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    before = text[:end].rstrip("\n") + "\n\n"
-    write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"{network} batch {batch} {precision}: {summary}", flush=True)
             rows.append((batch, precision, *results))
-    block = report(args, rows)
-    print(block)
-    if not args.no_append:
-        append_to_benchmarks(args.output, block)
-        print(f"appended to {args.output}")
+    finish(report(args, rows), args.output, HEADING, INTRO, append=not args.no_append)
     return 0 if all("error" not in r for row in rows for r in row[2:]) else 1
 
 

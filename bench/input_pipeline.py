@@ -13,20 +13,15 @@ Prints a table and appends it to the "Input pipeline" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 import scipy
+from _report import dated_heading, environment, finish, median_seconds
 
 # Keras' private epoch loop is the public fit() loop minus the model.
 from keras.src.trainers.epoch_iterator import EpochIterator
@@ -41,7 +36,6 @@ from flare_helpers.augment import (
 from flare_helpers.config import AugmentConfig, load_config
 from flare_helpers.data import extract_zip
 from flare_helpers.dataset import FlareDataset, one_hot
-from flare_helpers.fileio import write_text_atomic
 from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip
@@ -64,16 +58,6 @@ def build_cache(work: Path, n_cases: int, shape: list[int], target: list[int]) -
     return sorted(c for ids in summary.splits.values() for c in ids)
 
 
-def median_time(fn: Callable[[int], object], repeats: int) -> float:
-    """Median seconds of ``fn(i)`` over ``repeats`` calls."""
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def stage_costs(cache: Path, ids: list[str], repeats: int) -> list[tuple[str, float]]:
     """Seconds per volume of each stage, single-threaded."""
     ds = FlareDataset(cache, ids, len(DEFAULT_ORGANS) + 1, 1)
@@ -86,25 +70,30 @@ def stage_costs(cache: Path, ids: list[str], repeats: int) -> list[tuple[str, fl
     rng = np.random.default_rng
     augmented = FlareDataset(cache, ids, ds.n_classes, 1, augment=default, shuffle=True)
     return [
-        ("read cache (mmap → float32)", median_time(lambda i: ds.read(i % len(ids)), repeats)),
-        ("rotate + scale", median_time(lambda i: rotate_scale(image, label, 7.0, 1.05), repeats)),
-        ("left-right flip + swap", median_time(lambda i: flip_lr(image, label, swap), repeats)),
+        ("read cache (mmap → float32)", median_seconds(lambda i: ds.read(i % len(ids)), repeats)),
+        (
+            "rotate + scale",
+            median_seconds(lambda i: rotate_scale(image, label, 7.0, 1.05), repeats),
+        ),
+        ("left-right flip + swap", median_seconds(lambda i: flip_lr(image, label, swap), repeats)),
         (
             "intensity (gamma, gain, noise)",
-            median_time(lambda i: adjust_intensity(image, 1.05, 0.02, 1.2, 0.03, rng(i)), repeats),
+            median_seconds(
+                lambda i: adjust_intensity(image, 1.05, 0.02, 1.2, 0.03, rng(i)), repeats
+            ),
         ),
         (
             "augment_pair, every transform",
-            median_time(lambda i: augment_pair(image, label, rng(i), forced, swap), repeats),
+            median_seconds(lambda i: augment_pair(image, label, rng(i), forced, swap), repeats),
         ),
         (
             "augment_pair, default config",
-            median_time(lambda i: augment_pair(image, label, rng(i), default, swap), repeats),
+            median_seconds(lambda i: augment_pair(image, label, rng(i), default, swap), repeats),
         ),
-        ("one-hot", median_time(lambda i: one_hot(label, ds.n_classes), repeats)),
+        ("one-hot", median_seconds(lambda i: one_hot(label, ds.n_classes), repeats)),
         (
             "whole sample (__getitem__, B=1)",
-            median_time(lambda i: augmented[i % len(ids)], repeats),
+            median_seconds(lambda i: augmented[i % len(ids)], repeats),
         ),
     ]
 
@@ -132,33 +121,20 @@ def throughput(
     return volumes / (time.perf_counter() - start)
 
 
-def environment() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (
-        f"{cpu}, {cores} cores (load average at the end {load}); Python {platform.python_version()}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}, keras {keras.__version__} "
-        f"({keras.backend.backend()} backend), {platform.system()}, "
-        f"multiprocessing start method {multiprocessing.get_start_method()}"
-    )
-
-
 def report(args, stages, rows, n_cases: int) -> str:
     voxels = int(np.prod(args.target))
     target_mb = voxels * (len(DEFAULT_ORGANS) + 1) * 4 / 1e6
     batch_mb = target_mb + voxels * 4 / 1e6
     lines = [
-        f"### {datetime.date.today().isoformat()}: {n_cases} phantoms "
-        f"{'×'.join(map(str, args.shape))} → {'×'.join(map(str, args.target))}, "
-        f"batch {args.batch_size}, {args.epochs} epochs",
+        dated_heading(
+            f"{n_cases} phantoms {'×'.join(map(str, args.shape))} → "
+            f"{'×'.join(map(str, args.target))}, batch {args.batch_size}, {args.epochs} epochs"
+        ),
         "",
-        environment(),
+        environment(
+            f"scipy {scipy.__version__}",
+            f"multiprocessing start method {multiprocessing.get_start_method()}",
+        ),
         "",
         "| stage (one volume, one core) | ms |",
         "|---|---:|",
@@ -178,18 +154,6 @@ def report(args, stages, rows, n_cases: int) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def append_to_benchmarks(path: Path, block: str) -> None:
-    """Add ``block`` at the end of this benchmark's section (created if absent)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n"
-    start = text.index(HEADING) + len(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    before = text[:end].rstrip("\n") + "\n\n"
-    write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((workers, kind, rate))
                 print(f"  {workers} {rows[-1][1]}: {rate:.1f} volumes/s", flush=True)
     block = report(args, stages, rows, len(ids))
-    print(block)
-    if not args.no_append:
-        append_to_benchmarks(args.output, block)
-        print(f"appended to {args.output}")
+    finish(block, args.output, HEADING, INTRO, append=not args.no_append)
     return 0
 
 

@@ -13,9 +13,6 @@ the "3D rendering" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,9 +22,9 @@ import imageio_ffmpeg
 import matplotlib
 import numpy as np
 import skimage
+from _report import dated_heading, environment, finish
 from scipy import ndimage
 
-from flare_helpers.fileio import write_text_atomic
 from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.synthetic import make_phantom
 from flare_helpers.viz import organ_meshes, plot_case, render_rotation_video, save_figure
@@ -56,23 +53,6 @@ def timed(func, *args, **kwargs):
     start = time.perf_counter()
     result = func(*args, **kwargs)
     return result, time.perf_counter() - start
-
-
-def environment() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (
-        f"{cpu}, {cores} cores (load average at the end {load}); Python "
-        f"{platform.python_version()}, numpy {np.__version__}, matplotlib {matplotlib.__version__}, "
-        f"scikit-image {skimage.__version__}, imageio-ffmpeg {imageio_ffmpeg.__version__} "
-        f"(ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}), {platform.system()}"
-    )
 
 
 def run(args, work: Path) -> tuple[list[tuple[str, str]], str]:
@@ -128,9 +108,14 @@ def run(args, work: Path) -> tuple[list[tuple[str, str]], str]:
 
 def report(rows: list[tuple[str, str]], verdict: str) -> str:
     lines = [
-        f"### {datetime.date.today().isoformat()}",
+        dated_heading("phantom label volume, rotating video"),
         "",
-        environment(),
+        environment(
+            f"matplotlib {matplotlib.__version__}",
+            f"scikit-image {skimage.__version__}",
+            f"imageio-ffmpeg {imageio_ffmpeg.__version__} "
+            f"(ffmpeg {imageio_ffmpeg.get_ffmpeg_version()})",
+        ),
         "",
         "| step | result |",
         "|---|---|",
@@ -140,18 +125,6 @@ def report(rows: list[tuple[str, str]], verdict: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def append_to_benchmarks(path: Path, block: str) -> None:
-    """Add ``block`` at the end of this benchmark's section (created if absent)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n"
-    start = text.index(HEADING) + len(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    before = text[:end].rstrip("\n") + "\n\n"
-    write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="flare-bench-render-") as tmp:
         rows, verdict = run(args, Path(tmp))
-    block = report(rows, verdict)
-    print(block)
-    if not args.no_append:
-        append_to_benchmarks(args.output, block)
-        print(f"appended to {args.output}")
+    finish(report(rows, verdict), args.output, HEADING, INTRO, append=not args.no_append)
     return 0
 
 

@@ -20,13 +20,13 @@ so its mixed_bfloat16 figures overstate a GPU's.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _report import dated_heading, environment, finish
 
 HEADING = "## VNet training memory (`bench/vnet_memory.py`)"
 INTRO = (
@@ -129,23 +129,10 @@ def measure(shape: list[int], batch: int, precision: str, n_classes: int) -> dic
     }
 
 
-def environment() -> str:
+def environment_line() -> str:
     import jax
-    import keras
-    import numpy as np
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cpu}, {cores} cores, no GPU; Python {platform.python_version()}, numpy "
-        f"{np.__version__}, keras {keras.__version__} (jax backend), jax {jax.__version__} "
-        f"on {jax.devices()[0].platform}, {platform.system()}"
-    )
+    return environment(f"jax {jax.__version__} on {jax.devices()[0].platform}", backend="jax")
 
 
 def verdict(peak_gib: float) -> str:
@@ -157,10 +144,9 @@ def verdict(peak_gib: float) -> str:
 def report(args, rows: list[dict]) -> str:
     shape = "×".join(map(str, args.shape))
     lines = [
-        f"### {datetime.date.today().isoformat()}: default VNet, {shape}×1, "
-        f"{args.n_classes} classes",
+        dated_heading(f"default VNet, {shape}×1, {args.n_classes} classes"),
         "",
-        environment(),
+        environment_line(),
         "",
         "| batch | precision | params | XLA arguments | XLA temporaries | XLA outputs − aliased "
         "| **XLA peak** | analytic (activations + 16 B/param + batch) | fits 16 GB GPU? |",
@@ -203,20 +189,6 @@ def report(args, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def append_to_benchmarks(path: Path, block: str) -> None:
-    """Add ``block`` at the end of this benchmark's section (created if absent)."""
-    from flare_helpers.fileio import write_text_atomic
-
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n"
-    start = text.index(HEADING) + len(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    before = text[:end].rstrip("\n") + "\n\n"
-    write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 64], metavar="N")
@@ -244,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             rows.append(row)
-    block = report(args, rows)
-    print(block)
-    if not args.no_append:
-        append_to_benchmarks(args.output, block)
-        print(f"appended to {args.output}")
+    finish(report(args, rows), args.output, HEADING, INTRO, append=not args.no_append)
     return 0
 
 
