@@ -180,12 +180,12 @@ def load_predictor(
 def keep_largest_component(classes: np.ndarray, n_classes: int) -> np.ndarray:
     """Keep, for each class 1..n_classes-1, only its largest 26-connected component (in place)."""
     structure = np.ones((3, 3, 3), dtype=bool)
-    for cls in range(1, n_classes):
-        mask = classes == cls
-        if not mask.any():
+    # One pass finds every class's bounding box; each class is then labelled inside its box.
+    boxes = ndimage.find_objects(classes, max_label=n_classes - 1)
+    for cls, box in enumerate(boxes, start=1):
+        if box is None:
             continue
-        box = ndimage.find_objects(mask.astype(np.uint8))[0]
-        components, count = ndimage.label(mask[box], structure=structure)
+        components, count = ndimage.label(classes[box] == cls, structure=structure)
         if count <= 1:
             continue
         sizes = np.bincount(components.ravel())
