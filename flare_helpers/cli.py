@@ -189,12 +189,19 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-largest-component", action="store_true", help="keep every predicted component"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="network compute precision (default: the run's infer.precision, float32)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.infer import load_predictor, plan_outputs, predict_files
 
         pairs = plan_outputs(args.input, args.output)
-        overrides = {"largest_component": False} if args.no_largest_component else {}
+        overrides: dict = {"largest_component": False} if args.no_largest_component else {}
+        if args.precision:
+            overrides["precision"] = args.precision
         predictor = load_predictor(args.model_path, args.config, **overrides)
         for path in predict_files(predictor, pairs, overwrite=args.overwrite):
             print(f"wrote {path}")

@@ -107,6 +107,7 @@ class InferConfig:
     resample: Literal["probabilities", "labels"] = "probabilities"
     largest_component: bool = True
     batch_size: int = 1
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclass(frozen=True)

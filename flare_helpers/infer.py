@@ -174,7 +174,26 @@ def load_predictor(
             f"config says {expected_in} and {organs.n_classes} classes",
             model_path,
         )
+    if config.infer.precision != "float32":
+        net = _with_precision(net, config, organs.n_classes, model_path)
     return Predictor(net, params, organs, config.infer, model_path)
+
+
+def _with_precision(net, config: Config, n_classes: int, model_path: Path):
+    """The same VNet and weights with ``infer.precision`` compute (float32 variables kept)."""
+    from flare_helpers.model import vnet_from_config
+
+    policy = f"mixed_{config.infer.precision}"
+    try:
+        fast = vnet_from_config(config.model, config.preprocess.target_shape, n_classes, policy)
+        fast.set_weights(net.get_weights())
+    except (ValueError, FlareError) as exc:
+        raise FlareError(
+            f"cannot rebuild the model in {config.infer.precision} from its config.yaml "
+            f"({one_line(exc)}); use infer.precision=float32",
+            model_path,
+        ) from exc
+    return fast
 
 
 def keep_largest_component(classes: np.ndarray, n_classes: int) -> np.ndarray:

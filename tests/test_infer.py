@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
-from flare_helpers import infer
+from flare_helpers import infer, preprocess
 from flare_helpers.cli import evaluate_main, predict_main
-from flare_helpers.data import load_label
+from flare_helpers.data import load_image, load_label
 from flare_helpers.errors import FlareError
 from flare_helpers.metrics import dice
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
@@ -199,6 +199,23 @@ def test_largest_component_is_a_setting(tiny_run, synthetic_data, tmp_path):
     with_lcc = load_label(tmp_path / "a.nii.gz").data
     without = load_label(tmp_path / "b.nii.gz").data
     assert np.all((with_lcc == without) | (with_lcc == 0))  # only removes voxels
+
+
+def test_bfloat16_precision_computes_in_bfloat16_and_agrees_with_float32(tiny_run, synthetic_data):
+    image = load_image(synthetic_data / "images" / "FLARE22_Tr_0002_0000.nii.gz")
+    exact = infer.load_predictor(tiny_run / "best.keras")
+    fast = infer.load_predictor(tiny_run / "best.keras", precision="bfloat16")
+    convs = [layer for layer in fast.model.layers if layer.name.endswith("_conv0")]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    for a, b in zip(exact.model.get_weights(), fast.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x, _ = preprocess.prepare_image(image, exact.params)
+    p32 = infer.probabilities(exact, x[None])
+    p16 = infer.probabilities(fast, x[None])
+    assert p16.dtype == np.float32
+    np.testing.assert_allclose(p16, p32, atol=0.05)  # bfloat16 keeps ~3 significant digits
+    agree = np.mean(np.argmax(p16, -1) == np.argmax(p32, -1))
+    assert agree > 0.99
 
 
 # --------------------------------------------------------------------------- bad input
