@@ -132,8 +132,10 @@ class Config:
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
-        """Return a copy with some keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
-        return _apply(self, {name: dict(values) for name, values in sections.items()}, None)
+        """Return a checked copy with some keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
+        return validate(
+            _apply(self, {name: dict(values) for name, values in sections.items()}, None)
+        )
 
 
 _SCALAR_NAMES = {int: "integer", float: "number", bool: "true/false value", str: "string"}

@@ -453,13 +453,32 @@ def read_geometry(path: str | Path) -> Geometry:
     """Read only the header: shape, affine, orientation and spacing of a NIfTI file."""
     path = Path(path)
     img = _read_nifti(path)
-    return _geometry(img)
+    return _geometry(img, path)
 
 
-def _geometry(img: nib.Nifti1Image) -> Geometry:
+#: Largest relative disagreement between header voxel sizes and the affine's axis lengths.
+SPACING_TOLERANCE = 1e-2
+
+
+def _geometry(img: nib.Nifti1Image, path: Path | None = None) -> Geometry:
+    """Shape, affine, orientation and spacing; refuses a header whose two spacings disagree.
+
+    Spacing comes from the header's voxel sizes (``pixdim``), as the FLARE22 evaluation
+    reads it; viewers and our resampling place voxels by the affine. When the affine's
+    axis lengths differ from ``pixdim`` the file is inconsistent, and any mm metric
+    would silently be wrong, so it is an error.
+    """
     shape = tuple(int(n) for n in img.shape[:3])
     affine = np.asarray(img.affine, dtype=np.float64)
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.allclose(lengths, spacing, rtol=SPACING_TOLERANCE, atol=0):
+        shown = " × ".join(f"{v:.3g}" for v in lengths)
+        raise FlareError(
+            f"header voxel size {' × '.join(f'{v:.3g}' for v in spacing)} mm disagrees with "
+            f"the affine's {shown} mm (inconsistent pixdim and qform/sform)",
+            path,
+        )
     return Geometry(shape, affine, "".join(nib.aff2axcodes(affine)), spacing)
 
 
@@ -494,8 +513,8 @@ def load_image(path: str | Path) -> Volume:
     """
     path = Path(path)
     img = _read_nifti(path)
+    geometry = _geometry(img, path)
     data = _float32_voxels(img, path)
-    geometry = _geometry(img)
     return Volume(geometry.to_canonical(data), geometry, path, img.header)
 
 
@@ -512,7 +531,7 @@ def load_label(path: str | Path, reference: Geometry | None = None) -> Volume:
     """
     path = Path(path)
     img = _read_nifti(path)
-    geometry = _geometry(img)
+    geometry = _geometry(img, path)
     if reference is not None:
         if geometry.shape != reference.shape:
             raise FlareError(
@@ -583,7 +602,7 @@ def save_like(
     else:
         ref_path = reference.path if isinstance(reference, Volume) else Path(reference)
         ref_img = _read_nifti(ref_path)
-        ref_header, geometry = ref_img.header, _geometry(ref_img)
+        ref_header, geometry = ref_img.header, _geometry(ref_img, ref_path)
     data = np.ascontiguousarray(geometry.from_canonical(np.asarray(canonical, dtype=np.uint8)))
     if data.shape != geometry.shape:
         raise FlareError(

@@ -275,3 +275,21 @@ def test_integral_float_labels_are_accepted(tmp_path):
     labels[1, 1, 1] = 13
     vol = data.load_label(_write_nifti(tmp_path / "l.nii.gz", labels))
     assert vol.data.dtype == np.uint8 and vol.data.max() == 13
+
+
+def test_header_spacing_that_disagrees_with_the_affine_is_refused(tmp_path):
+    """pixdim 1 mm but an sform of 2 mm voxels: mm metrics would be silently wrong."""
+    voxels = np.zeros((8, 8, 4), np.int16)
+    img = nib.Nifti1Image(voxels, np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_zooms((1.0, 1.0, 3.0))
+    img.set_sform(np.diag([2.0, 2.0, 3.0, 1.0]), code=1)
+    path = tmp_path / "bad_spacing.nii.gz"
+    nib.save(img, path)
+    assert nib.load(path).header.get_zooms()[:3] == (1.0, 1.0, 3.0)
+    with pytest.raises(FlareError, match=r"header voxel size 1 × 1 × 3 mm disagrees") as caught:
+        data.load_image(path)
+    assert str(caught.value).startswith(str(path))
+    # within 1 %: accepted, spacing from the header
+    img.header.set_zooms((2.01, 2.0, 3.0))
+    nib.save(img, path)
+    assert data.load_image(path).spacing == pytest.approx((2.01, 2.0, 3.0))
