@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
 import re
@@ -115,6 +116,22 @@ def remove_stale_temps(folder: str | Path, *, recursive: bool = False) -> list[P
                 removed.append(path)
         dirs[:] = [d for d in dirs if not is_temp_name(d)] if recursive else []
     return removed
+
+
+def remove_stale_temps_of(dest: str | Path) -> list[Path]:
+    """Delete the temporaries that interrupted atomic writes of ``dest`` left beside it.
+
+    For outputs in a user's folder, where only our own file's leftovers may go.
+    """
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    stale = [
+        p for p in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*") if is_temp_name(p.name)
+    ]
+    for path in stale:
+        _remove(path)
+    return stale
 
 
 def refuse_existing(paths: Iterable[str | Path]) -> None:

@@ -39,7 +39,7 @@ from flare_helpers.data import (
     save_like,
 )
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import refuse_existing
+from flare_helpers.fileio import refuse_existing, remove_stale_temps_of
 from flare_helpers.labels import OrganSet
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
@@ -297,6 +297,8 @@ def predict_files(
     """
     if not overwrite:
         refuse_existing(out for _, out in pairs)
+    for _, out in pairs:  # leftovers of a killed earlier run
+        remove_stale_temps_of(out)
     timer = timer or StageTimer()
     written: list[Path] = []
     batch = max(1, predictor.settings.batch_size)

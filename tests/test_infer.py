@@ -254,6 +254,19 @@ def test_model_without_config_is_refused(tiny_run, tmp_path):
         infer.load_predictor(lonely)
 
 
+def test_leftovers_of_a_killed_prediction_are_removed(tiny_run, synthetic_data, tmp_path):
+    src = synthetic_data / "images" / "FLARE22_Tr_0001_0000.nii.gz"
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".FLARE22_Tr_0001.nii.gz.tmp-abcd1234.nii.gz"
+    stale.write_bytes(b"half a file")
+    other = out / ".someone_else.nii.gz.tmp-abcd1234.nii.gz"
+    other.write_bytes(b"not ours")
+    predictor = infer.load_predictor(tiny_run / "best.keras")
+    infer.predict_files(predictor, [(src, out / "FLARE22_Tr_0001.nii.gz")], progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [other.name, "FLARE22_Tr_0001.nii.gz"]
+
+
 def test_bad_inputs_and_existing_outputs(tiny_run, synthetic_data, tmp_path, capsys):
     model = str(tiny_run / "best.keras")
     not_nifti = tmp_path / "scan.nii.gz"
