@@ -147,6 +147,20 @@ def _residual_stage(
     return layers.Add(name=f"{prefix}_add", dtype=dtype)([x, residual])
 
 
+def _transition(x, conv: type[layers.Layer], filters: int, prefix: str, dtype, normalization: str):
+    """Change of level: a 2³ stride-2 ``conv`` (down) or transposed conv (up) → [norm] → PReLU."""
+    x = conv(
+        filters,
+        2,
+        strides=2,
+        kernel_initializer="he_uniform",
+        name=f"{prefix}_conv",
+        dtype=dtype,
+    )(x)
+    x = _normalize(x, normalization, f"{prefix}_norm", dtype)
+    return _prelu(f"{prefix}_prelu", dtype)(x)
+
+
 def _prelu(name: str, dtype: str | None) -> layers.PReLU:
     """PReLU with one slope per channel, shared over X, Y, Z (initial slope 0.25, as in He)."""
     return layers.PReLU(
@@ -210,16 +224,7 @@ def build_vnet(
     )
     skips = [x]
     for level in range(1, depth + 1):
-        down = layers.Conv3D(
-            filters[level],
-            2,
-            strides=2,
-            kernel_initializer="he_uniform",
-            name=f"down{level}_conv",
-            dtype=dtype,
-        )(x)
-        down = _normalize(down, normalization, f"down{level}_norm", dtype)
-        down = _prelu(f"down{level}_prelu", dtype)(down)
+        down = _transition(x, layers.Conv3D, filters[level], f"down{level}", dtype, normalization)
         x = down
         if dropout > 0 and level in deep_levels:
             x = layers.SpatialDropout3D(dropout, name=f"down{level}_dropout", dtype=dtype)(x)
@@ -238,16 +243,9 @@ def build_vnet(
     for level in range(depth - 1, -1, -1):
         if dropout > 0 and level + 1 in deep_levels:
             x = layers.SpatialDropout3D(dropout, name=f"up{level}_dropout", dtype=dtype)(x)
-        x = layers.Conv3DTranspose(
-            filters[level],
-            2,
-            strides=2,
-            kernel_initializer="he_uniform",
-            name=f"up{level}_conv",
-            dtype=dtype,
-        )(x)
-        x = _normalize(x, normalization, f"up{level}_norm", dtype)
-        x = _prelu(f"up{level}_prelu", dtype)(x)
+        x = _transition(
+            x, layers.Conv3DTranspose, filters[level], f"up{level}", dtype, normalization
+        )
         x = layers.Concatenate(name=f"up{level}_concat", dtype=dtype)([x, skips[level]])
         x = _residual_stage(
             x,
