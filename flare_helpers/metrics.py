@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import surface_distance
@@ -238,6 +238,47 @@ def _tolerances_for(organs: Sequence[str], tolerances: Mapping[str, float]) -> d
     return {organ: _check_tolerance(tolerances[organ]) for organ in organs}
 
 
+def _check_id_volumes(gt_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two 3D integer label-id volumes of one shape, as arrays."""
+    gt_ids, pred_ids = np.asarray(gt_ids), np.asarray(pred_ids)
+    if gt_ids.shape != pred_ids.shape:
+        raise ValueError(
+            f"label volumes differ in shape: ground truth {gt_ids.shape}, prediction {pred_ids.shape}"
+        )
+    if gt_ids.ndim != 3:
+        raise ValueError(f"label volumes must be 3D, got shape {gt_ids.shape}")
+    for name, ids in (("ground truth", gt_ids), ("prediction", pred_ids)):
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{name} label ids must be integers, got dtype {ids.dtype}")
+    return gt_ids, pred_ids
+
+
+def _organ_masks(
+    gt_ids: np.ndarray, pred_ids: np.ndarray, organ_set: OrganSet
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(organ, gt mask, pred mask)`` per organ, cut to the union box of both masks.
+
+    An organ absent from both volumes gets two empty 1×1×1 masks.
+    """
+    top = max(organ_set.flare_ids)
+    gt_boxes = ndimage.find_objects(gt_ids, max_label=top)
+    pred_boxes = ndimage.find_objects(pred_ids, max_label=top)
+    for organ, label in zip(organ_set.organs, organ_set.flare_ids, strict=True):
+        box = _organ_box(gt_boxes, pred_boxes, label, gt_ids.shape)
+        if box is None:
+            empty = np.zeros((1, 1, 1), dtype=bool)
+            yield organ, empty, empty
+        else:
+            yield organ, gt_ids[box] == label, pred_ids[box] == label
+
+
+def _scored_region(organ: str, gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The masks FLARE22 scores: tubular organs only on the ground truth's slices."""
+    if organ in SLICE_RANGE_ORGANS and gt.any():
+        return _slice_range(gt, pred)
+    return gt, pred
+
+
 def score_case(
     gt_ids: np.ndarray,
     pred_ids: np.ndarray,
@@ -271,32 +312,14 @@ def score_case(
         ValueError: different shapes, not 3D, non-integer ids, or bad spacing.
         FlareError: unknown organ name, or an organ without a tolerance.
     """
-    gt_ids, pred_ids = np.asarray(gt_ids), np.asarray(pred_ids)
-    if gt_ids.shape != pred_ids.shape:
-        raise ValueError(
-            f"label volumes differ in shape: ground truth {gt_ids.shape}, prediction {pred_ids.shape}"
-        )
-    if gt_ids.ndim != 3:
-        raise ValueError(f"label volumes must be 3D, got shape {gt_ids.shape}")
-    for name, ids in (("ground truth", gt_ids), ("prediction", pred_ids)):
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{name} label ids must be integers, got dtype {ids.dtype}")
+    gt_ids, pred_ids = _check_id_volumes(gt_ids, pred_ids)
     spacing = _check_spacing(spacing_mm, 3)
     organ_set = OrganSet(tuple(organs))
     tolerance = _tolerances_for(organ_set.organs, tolerances)
-    top = max(organ_set.flare_ids)
-    gt_boxes = ndimage.find_objects(gt_ids, max_label=top)
-    pred_boxes = ndimage.find_objects(pred_ids, max_label=top)
     rows = []
-    for organ, label in zip(organ_set.organs, organ_set.flare_ids, strict=True):
-        box = _organ_box(gt_boxes, pred_boxes, label, gt_ids.shape)
-        if box is None:
-            gt = pred = np.zeros((1, 1, 1), dtype=bool)
-        else:
-            gt, pred = gt_ids[box] == label, pred_ids[box] == label
+    for organ, gt, pred in _organ_masks(gt_ids, pred_ids, organ_set):
         gt_ml, pred_ml = volume_ml(gt, spacing), volume_ml(pred, spacing)
-        if organ in SLICE_RANGE_ORGANS and gt.any():
-            gt, pred = _slice_range(gt, pred)
+        gt, pred = _scored_region(organ, gt, pred)
         nsd, hd = _surface_scores(gt, pred, spacing, tolerance[organ])
         rows.append(
             {
@@ -310,3 +333,22 @@ def score_case(
             }
         )
     return rows
+
+
+def organ_dice(
+    gt_ids: np.ndarray, pred_ids: np.ndarray, organs: Sequence[str] = DEFAULT_ORGANS
+) -> dict[str, float]:
+    """``{organ: DSC}`` exactly as :func:`score_case` reports it, without the surface metrics.
+
+    For figure titles and quick looks: no spacing is needed and no surface
+    distances are computed, which on a CT-sized volume saves seconds per case.
+
+    Raises:
+        ValueError: different shapes, not 3D, or non-integer ids.
+        FlareError: unknown organ name.
+    """
+    gt_ids, pred_ids = _check_id_volumes(gt_ids, pred_ids)
+    return {
+        organ: dice(*_scored_region(organ, gt, pred))
+        for organ, gt, pred in _organ_masks(gt_ids, pred_ids, OrganSet(tuple(organs)))
+    }

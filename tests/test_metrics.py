@@ -12,7 +12,14 @@ from scipy import ndimage
 
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import FLARE22_IDS
-from flare_helpers.metrics import dice, hd95, normalized_surface_dice, score_case, volume_ml
+from flare_helpers.metrics import (
+    dice,
+    hd95,
+    normalized_surface_dice,
+    organ_dice,
+    score_case,
+    volume_ml,
+)
 from flare_helpers.synthetic import make_phantom
 
 ANISO = (0.8, 0.8, 3.0)  # in-plane 0.8 mm, slices 3 mm
@@ -413,3 +420,26 @@ def test_tubular_organs_scored_on_ground_truth_slices():
         organs=("liver",),
     )
     assert liver["dsc"] == pytest.approx(2 * 11 / (11 + 25), abs=1e-6)
+
+
+def test_organ_dice_equals_score_case_dsc_without_surfaces():
+    """The cheap per-organ DSC (figure titles) is score_case's, tubular organs included."""
+    gt = np.zeros((16, 16, 30), np.uint8)
+    gt[6:10, 6:10, 5:16] = FLARE22_IDS["aorta"]
+    gt[1:5, 1:5, 2:8] = FLARE22_IDS["liver"]
+    pred = np.zeros_like(gt)
+    pred[6:10, 6:10, 0:25] = FLARE22_IDS["aorta"]
+    pred[2:5, 1:5, 2:8] = FLARE22_IDS["liver"]
+    pred[12:14, 12:14, 0:2] = FLARE22_IDS["spleen"]
+    organs = ("liver", "spleen", "left_kidney", "aorta")
+    rows = score_case(gt, pred, (1.0, 1.0, 2.0), organs=organs, tolerances=dict.fromkeys(organs, 2))
+    cheap = organ_dice(gt, pred, organs)
+    assert cheap == {row["organ"]: row["dsc"] for row in rows}
+    assert cheap == {
+        "liver": pytest.approx(2 * 3 / 7),
+        "spleen": 0.0,
+        "left_kidney": 1.0,
+        "aorta": 1.0,
+    }
+    with pytest.raises(ValueError, match="differ in shape"):
+        organ_dice(gt, pred[:-1])

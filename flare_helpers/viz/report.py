@@ -83,10 +83,9 @@ def case_dice(
     """
     if arrays.gt is None or arrays.pred is None:
         return None
-    from flare_helpers.metrics import score_case
+    from flare_helpers.metrics import organ_dice
 
-    rows = score_case(arrays.gt, arrays.pred, arrays.spacing, tuple(organs))
-    return {row["organ"]: row["dsc"] for row in rows}
+    return organ_dice(arrays.gt, arrays.pred, organs)
 
 
 def visualize_cases(
