@@ -232,11 +232,11 @@ def _apply(cfg: Config, updates: Mapping[str, Any], source: Path | None) -> Conf
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: where (line, column) and what, from PyYAML's multi-line message."""
+    """Where (line, column) and what, from PyYAML's multi-line message (FlareError joins lines)."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or "syntax error"
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{problem}".split())
+    return f"{where}{problem}"
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,7 @@ class FlareError(Exception):
 
     def __init__(self, problem: str, path: str | Path | None = None) -> None:
         # One line always: messages of other libraries quoted in `problem` may span several.
-        self.problem = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())
+        self.problem = " ".join(str(problem).split())
         self.path = None if path is None else Path(path)
         message = self.problem if self.path is None else f"{self.path}: {self.problem}"
         super().__init__(message)

@@ -214,7 +214,8 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     with _strategy(cfg):
         model = build_and_compile(cfg, organs.n_classes)
-    _check_replicas(_replicas(model), cfg, splits)
+    replicas = _replicas(model)
+    _check_replicas(replicas, cfg, splits)
     latest = cb.latest_checkpoint(paths.checkpoints)
     initial_epoch = 0
     if latest is not None:
@@ -274,7 +275,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     if best is None:
         raise FlareError(f"training logged no '{monitor}' values", paths.history)
     summary = {
-        "replicas": _replicas(model),
+        "replicas": replicas,
         "epochs": cfg.train.epochs,
         "epochs_completed": history.rows[-1]["epoch"] + 1,
         "best_epoch": best[0] + 1,
