@@ -7,6 +7,7 @@ installed package's metadata).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -158,6 +159,19 @@ def append_section(path: Path, heading: str, intro: str, block: str) -> None:
     end = len(text) if end < 0 else end + 1
     before = text[:end].rstrip("\n") + "\n\n"
     write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
+
+
+def bench_parser(doc: str, shape: Sequence[int]) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: ``--shape X Y Z``, ``--output``, ``--no-append``.
+
+    ``doc`` is the script's module docstring (its first line is the description);
+    ``shape`` the default volume size in voxels.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=list(shape), metavar="N")
+    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--no-append", action="store_true", help="print only")
+    return parser
 
 
 def finish(block: str, output: Path, heading: str, intro: str, *, append: bool) -> None:

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import dated_heading, environment, finish
+from _report import bench_parser, dated_heading, environment, finish
 
 HEADING = "## VNet vs MONAI VNet throughput (`bench/gpu_vnet_vs_monai.py`)"
 INTRO = (
@@ -269,10 +269,9 @@ def report(args, rows: list[tuple[int, str, dict, dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, (128, 128, 64))
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
     parser.add_argument("--backend", choices=["jax", "tensorflow", "torch"], default="jax")
-    parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 64], metavar="N")
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
@@ -283,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n-classes", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup is None:

@@ -12,7 +12,6 @@ Prints a table and appends it to the "Input pipeline" section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from _report import dated_heading, environment, finish, median_seconds
+from _report import bench_parser, dated_heading, environment, finish, median_seconds
 
 # Keras' private epoch loop is the public fit() loop minus the model.
 from keras.src.trainers.epoch_iterator import EpochIterator
@@ -157,17 +156,14 @@ def report(args, stages, rows, n_cases: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, (256, 256, 96))
     parser.add_argument("--cases", type=int, default=8)
-    parser.add_argument("--shape", type=int, nargs=3, default=[256, 256, 96], metavar="N")
     parser.add_argument("--target", type=int, nargs=3, default=[128, 128, 64], metavar="N")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=15, help="timings per stage")
     parser.add_argument("--work-dir", type=Path, help="keep the phantoms and cache here")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="flare-bench-") as tmp:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _report import (
+    bench_parser,
     cumulative_seconds,
     dated_heading,
     environment,
@@ -227,8 +228,7 @@ def report(args, made: dict, results: dict[str, dict], load_before: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 110], metavar="N")
+    parser = bench_parser(__doc__, (512, 512, 110))
     parser.add_argument("--target", type=int, nargs=3, default=[128, 128, 64], metavar="N")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (smoke tests)"
@@ -243,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         help="Keras backends, each in its own processes (jax: add it, ~10 min on 2 cores)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -48,6 +48,7 @@ import nibabel as nib
 import numpy as np
 import scipy
 from _report import (
+    bench_parser,
     cumulative_seconds,
     dated_heading,
     environment,
@@ -303,8 +304,7 @@ def report(args, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 110], metavar="N")
+    parser = bench_parser(__doc__, (512, 512, 110))
     parser.add_argument("--target", type=int, nargs=3, default=[128, 128, 64], metavar="N")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per recipe (≥ 1)")
     parser.add_argument(
@@ -312,8 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, help="keep the phantoms and caches here")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -12,7 +12,6 @@ the "3D rendering" section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -22,7 +21,7 @@ import imageio_ffmpeg
 import matplotlib
 import numpy as np
 import skimage
-from _report import dated_heading, environment, finish
+from _report import bench_parser, dated_heading, environment, finish
 from scipy import ndimage
 
 from flare_helpers.labels import DEFAULT_ORGANS
@@ -128,15 +127,12 @@ def report(rows: list[tuple[str, str]], verdict: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 110], metavar="N")
+    parser = bench_parser(__doc__, (512, 512, 110))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--size", type=int, nargs=2, default=[960, 480], metavar=("W", "H"))
     parser.add_argument("--format", choices=["mp4", "gif"], default="mp4")
     parser.add_argument("--keep", type=Path, help="copy the video here")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="flare-bench-render-") as tmp:

@@ -19,14 +19,12 @@ so its mixed_bfloat16 figures overstate a GPU's.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
-from _report import dated_heading, environment, finish
+from _report import bench_parser, dated_heading, environment, finish
 
 HEADING = "## VNet training memory (`bench/vnet_memory.py`)"
 INTRO = (
@@ -190,8 +188,7 @@ def report(args, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 64], metavar="N")
+    parser = bench_parser(__doc__, (128, 128, 64))
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 2])
     parser.add_argument(
         "--precisions",
@@ -200,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         choices=["float32", "mixed_bfloat16", "mixed_float16"],
     )
     parser.add_argument("--n-classes", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args(argv)
     use_jax_backend()
 
