@@ -47,6 +47,11 @@ def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
 
 
+def cli_args(model: Path | str, data: Path | str, out: Path) -> list[str]:
+    """``flare-visualize`` arguments for a model, a data folder and an output folder."""
+    return ["--model-path", str(model), "--data-path", str(data), "--output-path", str(out)]
+
+
 def error_line(err: str) -> str:
     """The single stderr line of a failed command (no traceback, nothing else)."""
     lines = err.strip().splitlines()
@@ -186,10 +191,10 @@ def test_cli_errors_are_one_line(tiny_run, synthetic_data, tmp_path, capsys):
         "data folder not found": [model, missing_data, missing_data],
     }
     for problem, (model_arg, data_arg, named) in cases.items():
-        args = ["--model-path", model_arg, "--data-path", data_arg, "--output-path", str(out)]
+        args = cli_args(model_arg, data_arg, out)
         assert visualize_main(args) == 2
         assert error_line(capsys.readouterr().err) == f"flare-visualize: error: {named}: {problem}"
-    args = ["--model-path", model, "--data-path", str(synthetic_data), "--output-path", str(out)]
+    args = cli_args(model, synthetic_data, out)
     assert visualize_main([*args, "--fps", "0"]) == 2
     assert "fps >= 1" in error_line(capsys.readouterr().err)
     assert not out.exists()  # nothing started
@@ -200,14 +205,7 @@ def test_cli_refuses_existing_outputs_then_overwrites(
 ):
     out = Path(shutil.copytree(visualized[0], tmp_path / "out"))
     before = {p: p.stat().st_mtime_ns for p in files_under(out)}
-    args = [
-        "--model-path",
-        str(tiny_run / "best.keras"),
-        "--data-path",
-        str(synthetic_data),
-        "--output-path",
-        str(out),
-    ]
+    args = cli_args(tiny_run / "best.keras", synthetic_data, out)
     assert visualize_main(args) == 2
     line = error_line(capsys.readouterr().err)
     first = out / "predictions" / f"{TEST_CASES[0]}.nii.gz"
@@ -244,18 +242,8 @@ def test_cli_interrupted_render_leaves_no_partial_video(
     monkeypatch.setattr(Turntable, "frame", interrupt_second_frame)
     out = tmp_path / "out"
     args = [
-        "--model-path",
-        str(tiny_run / "best.keras"),
-        "--data-path",
-        str(synthetic_data),
-        "--output-path",
-        str(out),
-        "--cases",
-        TEST_CASES[0],
-        "--seconds",
-        "1",
-        "--fps",
-        "4",
+        *cli_args(tiny_run / "best.keras", synthetic_data, out),
+        *("--cases", TEST_CASES[0], "--seconds", "1", "--fps", "4"),
     ]
     assert visualize_main(args) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "flare-visualize: interrupted"
