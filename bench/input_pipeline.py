@@ -34,8 +34,8 @@ from flare_helpers.augment import (
 )
 from flare_helpers.config import AugmentConfig, load_config
 from flare_helpers.data import extract_zip
-from flare_helpers.dataset import FlareDataset, one_hot
-from flare_helpers.labels import DEFAULT_ORGANS
+from flare_helpers.dataset import FlareDataset
+from flare_helpers.labels import DEFAULT_ORGANS, one_hot
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip
 

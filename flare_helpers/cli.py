@@ -60,7 +60,7 @@ def _run(
 
 
 def synth_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z]``."""
+    """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z] [--fov F]``."""
     parser = _parser("flare-synth", "Write DIR/FLARE22Train.zip with synthetic FLARE22-like cases.")
     parser.add_argument("--out", required=True, type=Path, help="folder for FLARE22Train.zip")
     parser.add_argument("--cases", required=True, type=int, help="number of cases")
@@ -73,11 +73,18 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
         metavar=("X", "Y", "Z"),
         help="voxels per case (default 64 64 32; a real CT is about 512 512 110)",
     )
+    parser.add_argument(
+        "--fov",
+        type=float,
+        default=1.0,
+        help="scan range along z as a multiple of the normal one: F × Z slices of the same "
+        "spacing, same organs, more body above and below (default 1)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.synthetic import write_synthetic_zip
 
-        path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape)
+        path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape, fov=args.fov)
         print(f"wrote {path} ({args.cases} cases, shape {' × '.join(map(str, args.shape))})")
 
     return _run("flare-synth", parser, body, argv)
@@ -194,6 +201,16 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         choices=("float32", "bfloat16"),
         help="network compute precision (default: the run's infer.precision, float32)",
     )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        help="sliding-window overlap in [0, 1) for spacing-mode models (default: infer.overlap)",
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="also predict the left-right mirror image and average (2x the network time)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.infer import load_predictor, plan_outputs, predict_files
@@ -202,6 +219,10 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         overrides: dict = {"largest_component": False} if args.no_largest_component else {}
         if args.precision:
             overrides["precision"] = args.precision
+        if args.overlap is not None:
+            overrides["overlap"] = args.overlap
+        if args.tta:
+            overrides["tta"] = True
         predictor = load_predictor(args.model_path, args.config, **overrides)
         for path in predict_files(predictor, pairs, overwrite=args.overwrite):
             print(f"wrote {path}")
@@ -244,11 +265,20 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-path", type=Path, help="trained .keras model: predict, then score")
     source.add_argument("--pred-dir", type=Path, help="score saved predictions <case>.nii.gz")
+    source.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="score what a perfect network would reach with --config's settings "
+        "(ground truth → network grid → back), before any training",
+    )
     parser.add_argument(
         "--data-path", required=True, type=Path, help="FLARE22Train folder with labels/"
     )
     parser.add_argument(
         "--output", type=Path, help="per-case CSV (default: beside the model or predictions)"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="with --ceiling: the settings to measure (default: defaults)"
     )
     parser.add_argument(
         "--cases",
@@ -269,10 +299,17 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             out_dir, name = args.output.parent, args.output.name
         elif args.model_path is not None:
             out_dir, name = args.model_path.parent / "evaluation", "per_case.csv"
+        elif args.ceiling:
+            out_dir, name = Path("ceiling"), "per_case.csv"
         else:
             out_dir, name = args.pred_dir, "per_case.csv"
         if args.model_path is not None:
             result = evaluate_model(args.model_path, args.data_path, out_dir, which=args.cases)
+        elif args.ceiling:
+            from flare_helpers.ceiling import resolution_ceiling
+            from flare_helpers.config import load_config
+
+            result = resolution_ceiling(args.data_path, load_config(args.config))
         else:
             result = score_prediction_dir(args.pred_dir, args.data_path)
         for case_id in result.missing:

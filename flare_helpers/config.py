@@ -39,8 +39,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How a CT becomes a network input (also used, unchanged, at inference)."""
+    """How a CT becomes a network input (also used, unchanged, at inference).
 
+    ``mode: resize`` squeezes the body crop whole into ``target_shape`` (one
+    network pass per CT). ``mode: spacing`` resamples the crop to
+    ``target_spacing`` mm; ``target_shape`` is then the training patch and the
+    sliding window's size.
+    """
+
+    mode: Literal["resize", "spacing"] = "spacing"
+    target_spacing: tuple[float, float, float] = (1.5, 1.5, 2.5)
     target_shape: tuple[int, int, int] = (128, 128, 64)
     hu_window: tuple[float, float] = (-160.0, 240.0)
     crop_to_body: bool = True
@@ -98,6 +106,8 @@ class TrainConfig:
     deterministic: bool = True
     workers: int = 2
     use_multiprocessing: bool = False
+    foreground_fraction: float = 0.33
+    patches_per_case: int = 1
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ class InferConfig:
     largest_component: bool = True
     batch_size: int = 1
     precision: Literal["float32", "bfloat16"] = "float32"
+    overlap: float = 0.5
+    tta: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,6 +391,15 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "train.seed and data.split_seed must be in [0, 2**32)",
         ),
         (cfg.infer.batch_size >= 1, "infer.batch_size must be >= 1"),
+        (0 <= cfg.infer.overlap < 1, "infer.overlap must be in [0, 1)"),
+        (
+            all(s > 0 for s in cfg.preprocess.target_spacing),
+            "preprocess.target_spacing must be > 0 mm along every axis",
+        ),
+        (
+            0 <= t.foreground_fraction <= 1 and t.patches_per_case >= 1,
+            "train.foreground_fraction must be in [0, 1] and train.patches_per_case >= 1",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -3,7 +3,9 @@
 :class:`FlareDataset` is a ``keras.utils.PyDataset``: Keras' ``fit`` can fill
 its batches in worker threads or processes. Volumes are read from the cache
 per access (memory-mapped ``.npy``), augmented on the fly and one-hot encoded;
-nothing is held in RAM between batches.
+nothing is held in RAM between batches. Whole cached volumes are served in
+``resize`` mode; in ``spacing`` mode each sample is a random patch of its case
+(:mod:`flare_helpers.patches`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 from flare_helpers.augment import augment_pair, lr_swap_pairs
 from flare_helpers.config import AugmentConfig
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, OrganSet
+from flare_helpers.labels import DEFAULT_ORGANS, OrganSet, one_hot
+from flare_helpers.patches import cut_patch, patch_start
 from flare_helpers.preprocess import entry_dir
 
 IMAGE_FILE = "image.npy"
@@ -33,18 +36,6 @@ def _open(path: Path) -> np.ndarray:
         raise FlareError("cached array is missing (run flare-preprocess again)", path) from exc
     except (OSError, ValueError) as exc:
         raise FlareError(f"not a readable .npy array ({exc}); run flare-preprocess", path) from exc
-
-
-def one_hot(label: np.ndarray, n_classes: int, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 classes (X, Y, Z) → float32 one-hot (X, Y, Z, n_classes), into ``out`` if given.
-
-    Raises:
-        ValueError: a class id is >= ``n_classes``.
-    """
-    if label.size and int(label.max()) >= n_classes:
-        raise ValueError(f"label holds class {int(label.max())} but n_classes is {n_classes}")
-    # mode="clip" skips numpy's buffered bounds check (done above): ~3x faster.
-    return np.take(np.eye(n_classes, dtype=np.float32), label, axis=0, out=out, mode="clip")
 
 
 class FlareDataset(keras.utils.PyDataset):
@@ -65,6 +56,12 @@ class FlareDataset(keras.utils.PyDataset):
         workers, use_multiprocessing, max_queue_size: how Keras' ``fit`` fills batches.
         drop_remainder: serve only full batches (needed when a batch is split over
             several devices); ignored when there are fewer cases than one batch.
+        patch_shape: serve random ``patch_shape`` crops instead of whole volumes
+            (``spacing`` mode; cases may then differ in shape). Each epoch has
+            ``patches_per_case`` samples per case; a sample is centred on an organ
+            voxel with probability ``foreground_fraction`` (:func:`patches.patch_start`).
+        fixed_patches: cut the same patches every epoch (validation: comparable
+            scores from epoch to epoch).
 
     Reproducibility, also with workers: batch ``i`` is a pure function of
     ``(seed, epoch, i)``. The case order of an epoch is
@@ -114,6 +111,10 @@ class FlareDataset(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 8,
         drop_remainder: bool = False,
+        patch_shape: Sequence[int] | None = None,
+        patches_per_case: int = 1,
+        foreground_fraction: float = 0.33,
+        fixed_patches: bool = False,
     ) -> None:
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
@@ -136,7 +137,12 @@ class FlareDataset(keras.utils.PyDataset):
             )
         self.n_classes = int(n_classes)
         self.batch_size = int(batch_size)
-        self.drop_remainder = bool(drop_remainder) and len(self.case_ids) >= self.batch_size
+        self.patch_shape = tuple(int(n) for n in patch_shape) if patch_shape else None
+        self.samples_per_case = int(patches_per_case) if self.patch_shape else 1
+        self.foreground_fraction = float(foreground_fraction)
+        self.fixed_patches = bool(fixed_patches)
+        self.n_samples = len(self.case_ids) * self.samples_per_case
+        self.drop_remainder = bool(drop_remainder) and self.n_samples >= self.batch_size
         self.augment = augment if augment is not None and augment.enabled else None
         flips = self.augment is not None and self.augment.lr_flip_probability > 0
         self.swap_classes = tuple(lr_swap_pairs(organ_set.organs)) if flips else ()
@@ -147,10 +153,12 @@ class FlareDataset(keras.utils.PyDataset):
             (entry_dir(self.cache_dir, c) / IMAGE_FILE, entry_dir(self.cache_dir, c) / LABEL_FILE)
             for c in self.case_ids
         )
-        self.volume_shape = self._check_cache()
+        shape = self._check_cache()
+        self.volume_shape = self.patch_shape or shape
 
     def _check_cache(self) -> tuple[int, int, int]:
-        """Every case present, 3D, image and label alike, one shape for all; return it."""
+        """Every case present, 3D, image and label alike (one shape for all unless
+        patches are cut); return the first case's shape."""
         shape = None
         for case_id, (image_path, label_path) in zip(self.case_ids, self._files, strict=True):
             if not image_path.parent.is_dir():
@@ -166,42 +174,55 @@ class FlareDataset(keras.utils.PyDataset):
                 raise FlareError(
                     f"label is {label.dtype} {label.shape}, image is {image.shape}", label_path
                 )
-            if shape is not None and image.shape != shape:
+            if shape is not None and image.shape != shape and self.patch_shape is None:
                 raise FlareError(
                     f"shape {image.shape} differs from {shape} of case {self.case_ids[0]} "
                     "(rebuild the cache with one preprocess.target_shape)",
                     image_path,
                 )
-            shape = image.shape
+            shape = shape or image.shape
         return tuple(int(n) for n in shape)
 
     def __len__(self) -> int:
         if self.drop_remainder:
-            return len(self.case_ids) // self.batch_size
-        return math.ceil(len(self.case_ids) / self.batch_size)
+            return self.n_samples // self.batch_size
+        return math.ceil(self.n_samples / self.batch_size)
 
     def order(self, epoch: int | None = None) -> np.ndarray:
-        """Case indices (into ``case_ids``) in the order served in ``epoch`` (default: current)."""
+        """Case indices (into ``case_ids``) in the order served in ``epoch`` (default: current);
+        each case appears ``samples_per_case`` times."""
         epoch = self.epoch if epoch is None else epoch
-        if not self.shuffle:
-            return np.arange(len(self.case_ids))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.case_ids))
+        samples = np.arange(self.n_samples)
+        if self.shuffle:
+            samples = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+        return samples % len(self.case_ids)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Case ``case_ids[index]`` from the cache: float32 image, uint8 label (X, Y, Z)."""
         image_path, label_path = self._files[index]
         image = np.asarray(_open(image_path), dtype=np.float32)
         label = np.array(_open(label_path), dtype=np.uint8)
-        if image.shape != self.volume_shape or label.shape != self.volume_shape:
+        if label.shape != image.shape or (
+            self.patch_shape is None and image.shape != self.volume_shape
+        ):
             raise FlareError(
                 f"cache entry changed shape to {image.shape} (expected {self.volume_shape})",
                 image_path,
             )
         return image, label
 
+    def cut(self, image: np.ndarray, label: np.ndarray, position: int):
+        """The patch of ``position`` (same draw for a position and epoch, whatever the thread)."""
+        epoch = 0 if self.fixed_patches else self.epoch
+        rng = np.random.default_rng([self.seed, epoch, position, 1])
+        start = patch_start(label, self.patch_shape, rng, self.foreground_fraction)
+        return cut_patch(image, start, self.patch_shape), cut_patch(label, start, self.patch_shape)
+
     def sample(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """Image and label at ``position`` of the current epoch's order, augmented if set."""
         image, label = self.read(int(self.order()[position]))
+        if self.patch_shape is not None:
+            image, label = self.cut(image, label, position)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, position])
             image, label = augment_pair(image, label, rng, self.augment, self.swap_classes)
@@ -211,7 +232,7 @@ class FlareDataset(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range for {len(self)} batches")
         positions = range(
-            index * self.batch_size, min((index + 1) * self.batch_size, len(self.case_ids))
+            index * self.batch_size, min((index + 1) * self.batch_size, self.n_samples)
         )
         x = np.empty((len(positions), *self.volume_shape, 1), dtype=np.float32)
         y = np.empty((len(positions), *self.volume_shape, self.n_classes), dtype=np.float32)

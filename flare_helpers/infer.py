@@ -2,10 +2,13 @@
 
 The image goes through exactly the training preprocessing
 (:func:`flare_helpers.preprocess.prepare_image`, parameters read from the
-run folder's ``config.yaml``), the network predicts class probabilities on the
-128×128×64 grid, and those are mapped back into the body crop on the CT's
-canonical grid and then into the file's own voxel order, so the written
-labels have the input's shape, affine and orientation.
+run folder's ``config.yaml``). The network then predicts class probabilities
+on that grid: in one pass in ``resize`` mode (the grid is the network input),
+or with Gaussian-weighted sliding windows in ``spacing`` mode
+(:mod:`flare_helpers.sliding_window`, ``infer.overlap``; optional left-right
+mirroring, ``infer.tta``). Probabilities are mapped back into the body crop on
+the CT's canonical grid and then into the file's own voxel order, so the
+written labels have the input's shape, affine and orientation.
 
 Mapping back resamples the *probabilities* linearly and takes the argmax on
 the fine grid (``infer.resample: probabilities``, the default, as nnU-Net
@@ -43,6 +46,7 @@ from flare_helpers.fileio import refuse_existing, remove_stale_temps_of
 from flare_helpers.labels import OrganSet
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
+from flare_helpers.sliding_window import PredictFn, mirrored, sliding_window_probabilities
 
 
 @dataclass
@@ -215,25 +219,79 @@ def keep_largest_component(classes: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def probabilities(predictor: Predictor, inputs: np.ndarray) -> np.ndarray:
-    """Network softmax for a batch of prepared inputs (B, X, Y, Z) → (B, X, Y, Z, C) float32."""
-    out = predictor.model.predict_on_batch(inputs[..., None].astype(np.float32))
-    return np.asarray(out, dtype=np.float32)
+    """Network softmax for a batch of network inputs (B, X, Y, Z) → (B, X, Y, Z, C) float32.
+
+    With ``infer.tta`` the batch is also predicted left-right mirrored (kidney
+    classes swapped back) and the two are averaged.
+    """
+    return _predict_fn(predictor)(inputs)
 
 
-def labels_on_grid(
-    predictor: Predictor, probs: np.ndarray, box: tuple[slice, ...], canonical_shape: Sequence[int]
+def _predict_fn(predictor: Predictor) -> PredictFn:
+    def plain(batch: np.ndarray) -> np.ndarray:
+        out = predictor.model.predict_on_batch(np.ascontiguousarray(batch[..., None], np.float32))
+        return np.asarray(out, dtype=np.float32)
+
+    if not predictor.settings.tta:
+        return plain
+    from flare_helpers.augment import lr_swap_pairs
+
+    return mirrored(plain, lr_swap_pairs(predictor.organs.organs))
+
+
+def volume_probabilities(
+    predictor: Predictor, x: np.ndarray, *, progress: bool = False
 ) -> np.ndarray:
-    """Map network probabilities (X, Y, Z, C) back to FLARE22 ids on the CT's canonical grid."""
+    """Probabilities (X, Y, Z, C) for one prepared volume (X, Y, Z), in the model's mode.
+
+    ``resize``: one network pass. ``spacing``: sliding windows of the network's
+    input size, ``infer.batch_size`` windows per call, overlapping by ``infer.overlap``.
+    """
+    if predictor.params.mode != "spacing":
+        return probabilities(predictor, x[None])[0]
+    return sliding_window_probabilities(
+        x,
+        predictor.params.target_shape,
+        _predict_fn(predictor),
+        overlap=predictor.settings.overlap,
+        batch_size=predictor.settings.batch_size,
+        progress=progress,
+    )
+
+
+def labels_from_probabilities(
+    probs: np.ndarray,
+    box: tuple[slice, ...],
+    canonical_shape: Sequence[int],
+    organs: OrganSet,
+    settings: InferConfig,
+) -> np.ndarray:
+    """Map network-grid probabilities (X, Y, Z, C) to FLARE22 ids on the CT's canonical grid.
+
+    The inverse of the preprocessing: the probabilities are resized onto the body
+    crop (linearly, then argmax; or the argmax by nearest neighbour, per
+    ``settings.resample``), placed into an otherwise-background volume, and each
+    organ is cut to its largest component if ``settings.largest_component``.
+    """
     crop_shape = tuple(s.stop - s.start for s in box)
-    if predictor.settings.resample == "probabilities":
+    if settings.resample == "probabilities":
         crop = resize_probabilities_argmax(probs, crop_shape)
     else:
         crop = resize_nearest(np.argmax(probs, axis=-1).astype(np.uint8), crop_shape)
     classes = np.zeros(tuple(canonical_shape), dtype=np.uint8)
     classes[box] = crop
-    if predictor.settings.largest_component:
-        keep_largest_component(classes, predictor.organs.n_classes)
-    return predictor.organs.to_flare(classes)
+    if settings.largest_component:
+        keep_largest_component(classes, organs.n_classes)
+    return organs.to_flare(classes)
+
+
+def labels_on_grid(
+    predictor: Predictor, probs: np.ndarray, box: tuple[slice, ...], canonical_shape: Sequence[int]
+) -> np.ndarray:
+    """:func:`labels_from_probabilities` with the predictor's organs and settings."""
+    return labels_from_probabilities(
+        probs, box, canonical_shape, predictor.organs, predictor.settings
+    )
 
 
 def predict_volume(
@@ -244,7 +302,7 @@ def predict_volume(
     with timer.stage("preprocess"):
         x, box = prepare_image(image, predictor.params)
     with timer.stage("network"):
-        probs = probabilities(predictor, x[None])[0]
+        probs = volume_probabilities(predictor, x)
     with timer.stage("resample"):
         return labels_on_grid(predictor, probs, box, image.data.shape)
 
@@ -301,7 +359,9 @@ def predict_files(
         remove_stale_temps_of(out)
     timer = timer or StageTimer()
     written: list[Path] = []
-    batch = max(1, predictor.settings.batch_size)
+    # resize mode: infer.batch_size whole volumes per network call;
+    # spacing mode: one volume at a time, infer.batch_size windows per call.
+    batch = max(1, predictor.settings.batch_size) if predictor.params.mode != "spacing" else 1
     with tqdm(
         total=len(pairs), desc="predict", unit="case", disable=not progress or len(pairs) < 2
     ) as bar:
@@ -312,7 +372,10 @@ def predict_files(
             with timer.stage("preprocess"):
                 prepared = [prepare_image(image, predictor.params) for image in images]
             with timer.stage("network"):
-                probs = probabilities(predictor, np.stack([x for x, _ in prepared]))
+                if batch == 1:
+                    probs = [volume_probabilities(predictor, prepared[0][0], progress=progress)]
+                else:
+                    probs = probabilities(predictor, np.stack([x for x, _ in prepared]))
             for (_, dst), image, (_, box), p in zip(chunk, images, prepared, probs, strict=True):
                 with timer.stage("resample"):
                     labels = labels_on_grid(predictor, p, box, image.data.shape)

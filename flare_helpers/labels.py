@@ -124,3 +124,15 @@ class OrganSet:
         lut = np.zeros(256, dtype=np.uint8)
         lut[1 : self.n_classes] = self.flare_ids
         return lut[np.asarray(classes, dtype=np.uint8)]
+
+
+def one_hot(label: np.ndarray, n_classes: int, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 classes (X, Y, Z) → float32 one-hot (X, Y, Z, n_classes), into ``out`` if given.
+
+    Raises:
+        ValueError: a class id is >= ``n_classes``.
+    """
+    if label.size and int(label.max()) >= n_classes:
+        raise ValueError(f"label holds class {int(label.max())} but n_classes is {n_classes}")
+    # mode="clip" skips numpy's buffered bounds check (done above): ~3x faster.
+    return np.take(np.eye(n_classes, dtype=np.float32), label, axis=0, out=out, mode="clip")

@@ -1,4 +1,15 @@
-"""CT → network input: HU window, [0, 1] scaling, body crop, resize; and the on-disk cache.
+"""CT → network input: body crop, resize or resample, HU window → [0, 1]; and the on-disk cache.
+
+Two modes (``preprocess.mode``) share every step but one:
+
+- ``resize`` squeezes the body crop whole into ``target_shape`` (128×128×64 by
+  default): one network pass per CT, but the voxel size then depends on the
+  patient and on how much of the body the scan covers (a longer scan shrinks
+  every organ along z).
+- ``spacing`` resamples the body crop to ``target_spacing`` mm: an organ has
+  the same size in voxels in every scan, the grid is as fine as the setting
+  asks, and the network sees ``target_shape`` patches of it (sliding windows at
+  inference, :mod:`flare_helpers.sliding_window`).
 
 One code path serves training (through the cache) and inference
 (:func:`prepare_image` on a freshly loaded CT), so the network always sees
@@ -14,8 +25,9 @@ Cache layout (``cache_dir``)::
 
     manifest.json            parameters + one entry per case (rebuilt each run)
     splits.json              train/val/test case ids (see flare_helpers.splits)
-    cases/<case_id>/image.npy  float16 (X, Y, Z) in [0, 1], RAS order
-    cases/<case_id>/label.npy  uint8 (X, Y, Z) training classes 0..K
+    cases/<case_id>/image.npy  float16 (X, Y, Z) in [0, 1], RAS order (the network grid:
+                               target_shape, or the crop at target_spacing)
+    cases/<case_id>/label.npy  uint8 (X, Y, Z) training classes 0..K on the same grid
     cases/<case_id>/meta.json  source files + fingerprints, geometry, crop, parameters
 
 Each case folder is built under a temporary name and renamed when complete.
@@ -41,9 +53,9 @@ from flare_helpers.data import Case, Volume, discover_cases, load_case
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
-from flare_helpers.resample import resize_linear, resize_nearest
+from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _HASH_CHUNK = 1 << 22
 
 
@@ -57,6 +69,8 @@ class PreprocessParams:
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = 5.0
     organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+    mode: str = "resize"
+    target_spacing: tuple[float, float, float] = (1.5, 1.5, 2.5)
 
     @classmethod
     def from_config(cls, cfg: Config) -> PreprocessParams:
@@ -69,7 +83,15 @@ class PreprocessParams:
             p.body_threshold_hu,
             p.crop_margin_mm,
             tuple(OrganSet.from_names(cfg.data.organs).organs),
+            p.mode,
+            tuple(p.target_spacing),
         )
+
+    def grid_shape(self, crop_shape: Sequence[int], spacing_mm: Sequence[float]) -> tuple:
+        """Network grid (X, Y, Z) for a body crop of ``crop_shape`` voxels of ``spacing_mm``."""
+        if self.mode == "spacing":
+            return shape_for_spacing(crop_shape, spacing_mm, self.target_spacing)
+        return tuple(self.target_shape)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -124,20 +146,26 @@ def window_to_unit(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
     return out
 
 
+def crop_box(image: Volume, params: PreprocessParams) -> tuple[slice, slice, slice]:
+    """The part of the canonical grid the network sees: the body box, or everything."""
+    if params.crop_to_body:
+        return body_box(image.data, image.spacing, params.body_threshold_hu, params.crop_margin_mm)
+    return tuple(slice(0, n) for n in image.data.shape)
+
+
 def prepare_image(
     image: Volume, params: PreprocessParams
 ) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
     """Turn a loaded CT (canonical RAS, HU) into the network's input grid.
 
     Returns:
-        ``(x, box)``: ``x`` is float32 ``params.target_shape`` in [0, 1];
-        ``box`` is the crop (slices in the canonical grid) that ``x`` covers.
+        ``(x, box)``: ``x`` is float32 in [0, 1] on the network grid
+        (:meth:`PreprocessParams.grid_shape`); ``box`` is the crop (slices in the
+        canonical grid) that ``x`` covers.
     """
-    if params.crop_to_body:
-        box = body_box(image.data, image.spacing, params.body_threshold_hu, params.crop_margin_mm)
-    else:
-        box = tuple(slice(0, n) for n in image.data.shape)
-    resized = resize_linear(image.data[box], params.target_shape)
+    box = crop_box(image, params)
+    crop = image.data[box]
+    resized = resize_linear(crop, params.grid_shape(crop.shape, image.spacing))
     return window_to_unit(resized, params.hu_window), box
 
 
@@ -146,7 +174,7 @@ def prepare_label(
 ) -> np.ndarray:
     """FLARE22 ids (canonical) → training classes on the network grid (nearest, uint8)."""
     classes = OrganSet(params.organs).to_classes(label.data[box])
-    return resize_nearest(classes, params.target_shape)
+    return resize_nearest(classes, params.grid_shape(classes.shape, label.spacing))
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -226,6 +254,7 @@ def build_entry(case: Case, cache_dir: str | Path, params: PreprocessParams) -> 
         "canonical_shape": list(image.data.shape),
         "canonical_spacing_mm": list(image.spacing),
         "crop": [[s.start, s.stop] for s in box],
+        "grid_shape": list(x.shape),
         "classes_present": sorted(int(c) for c in np.unique(y)),
         "params": params.to_dict(),
         "params_key": params.key,
@@ -317,9 +346,38 @@ def build_cache(
         "cases": {c.case_id: str(entry_dir(cache_dir, c.case_id)) for c in cases},
         "unlabelled": [str(p) for p in found.unlabelled],
         "orphan_labels": [str(p) for p in found.orphan_labels],
+        "statistics": dataset_statistics(cache_dir, [c.case_id for c in cases]),
     }
     write_json_atomic(cache_dir / "manifest.json", manifest)
     return manifest
+
+
+def dataset_statistics(cache_dir: str | Path, case_ids: Sequence[str]) -> dict:
+    """Spacing, grid-size and disk statistics of cached cases, as stored in the manifest.
+
+    ``spacing_mm`` is the source CTs' voxel size (R, A, S) and ``grid_shape`` the
+    network grid each case got; each has the per-axis ``min``, ``median`` and ``max``.
+    ``cache_mb`` is the size of the cached arrays, so a user can extrapolate the
+    disk a data set needs at these settings.
+    """
+    metas = [read_json(entry_dir(cache_dir, c) / "meta.json") for c in case_ids]
+    arrays = [
+        entry_dir(cache_dir, c) / name for c in case_ids for name in ("image.npy", "label.npy")
+    ]
+
+    def summary(key: str) -> dict[str, list[float]]:
+        values = np.array([m[key] for m in metas], dtype=np.float64)
+        return {
+            "min": values.min(axis=0).tolist(),
+            "median": np.median(values, axis=0).tolist(),
+            "max": values.max(axis=0).tolist(),
+        }
+
+    return {
+        "spacing_mm": summary("canonical_spacing_mm"),
+        "grid_shape": summary("grid_shape"),
+        "cache_mb": round(sum(p.stat().st_size for p in arrays) / 2**20, 2),
+    }
 
 
 def read_manifest(cache_dir: str | Path, params: PreprocessParams | None = None) -> dict:

@@ -108,3 +108,18 @@ def resize_probabilities_argmax(
         slab = _linear_axis(_linear_axis(slab, 0, out_shape[0]), 1, out_shape[1])
         labels[:, :, start:stop] = np.argmax(slab, axis=-1)
     return labels
+
+
+def shape_for_spacing(
+    shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]
+) -> tuple[int, int, int]:
+    """Grid size that covers the same physical box as ``shape`` at ``target_spacing_mm``.
+
+    ``round(n * spacing / target)`` voxels per axis (at least 1), as nnU-Net does;
+    with the edge-aligned mapping above the new voxels are then within half a voxel
+    per box of the target size, and resizing back restores the original grid.
+    """
+    return tuple(
+        max(1, int(round(n * s / t)))
+        for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True)
+    )

@@ -20,6 +20,7 @@ the same seed gives byte-identical files.
 from __future__ import annotations
 
 import gzip
+import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,19 +150,30 @@ def _anatomy(rng: np.random.Generator) -> list[Blob]:
     ]
 
 
-def _grid(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates in (-1, 1) along each axis, as broadcastable 1D arrays."""
-    axes = [(np.arange(n, dtype=np.float32) + 0.5) / n * 2.0 - 1.0 for n in shape]
+def _grid(shape: Sequence[int], extra_slices: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel-centre coordinates along each axis, as broadcastable 1D arrays.
+
+    The normal scan spans (-1, 1) on every axis. ``extra_slices`` more slices
+    on each end of z continue the same coordinate spacing beyond ±1, so the
+    central slices of a longer scan have exactly the normal scan's coordinates.
+    """
+    normal = (shape[0], shape[1], shape[2] - 2 * extra_slices)
+    first = (0, 0, -extra_slices)
+    axes = [
+        (np.arange(n, dtype=np.float32) + np.float32(f) + 0.5) / n0 * 2.0 - 1.0
+        for n, n0, f in zip(shape, normal, first, strict=True)
+    ]
     return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
 
 
-def _bbox(center: np.ndarray, reach: np.ndarray, shape: Sequence[int]) -> tuple[slice, ...]:
-    """Voxel slices covering centre ± reach (normalised units), clipped to the grid."""
+def _bbox(center: np.ndarray, reach: np.ndarray, grid: tuple[np.ndarray, ...]) -> tuple[slice, ...]:
+    """Voxel slices covering centre ± reach (normalised units) plus one voxel, within the grid."""
     out = []
-    for c, r, n in zip(center, reach, shape, strict=True):
-        lo = int(np.floor(((c - r) + 1.0) / 2.0 * n)) - 1
-        hi = int(np.ceil(((c + r) + 1.0) / 2.0 * n)) + 1
-        out.append(slice(max(lo, 0), max(min(hi, n), 0)))
+    for c, r, g in zip(center, reach, grid, strict=True):
+        axis = g.ravel()
+        lo = int(np.searchsorted(axis, c - r)) - 1
+        hi = int(np.searchsorted(axis, c + r)) + 1
+        out.append(slice(max(lo, 0), max(min(hi, axis.size), 0)))
     return tuple(out)
 
 
@@ -183,7 +195,7 @@ def _blob_mask(
     start = np.asarray(blob.center, dtype=np.float32)
     if blob.end is None:
         reach = radii * (1.0 + blob.wobble) + 0.02
-        box = _bbox(start, reach, shape)
+        box = _bbox(start, reach, grid)
         rel = _relative(grid, box, start)
         r2 = sum((d / r) ** 2 for d, r in zip(rel, radii, strict=True))
         if blob.wobble:
@@ -198,7 +210,7 @@ def _blob_mask(
     end = np.asarray(blob.end, dtype=np.float32)
     radius = float(radii[0])
     lo, hi = np.minimum(start, end) - radius - 0.02, np.maximum(start, end) + radius + 0.02
-    box = _bbox((lo + hi) / 2, (hi - lo) / 2, shape)
+    box = _bbox((lo + hi) / 2, (hi - lo) / 2, grid)
     rel = _relative(grid, box, start)
     axis = end - start
     t = sum(d * a for d, a in zip(rel, axis, strict=True)) / float(axis @ axis)
@@ -208,14 +220,20 @@ def _blob_mask(
 
 
 def make_phantom(
-    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE
+    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE, fov: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build one case in canonical RAS voxel order.
 
     Args:
         seed: data-set seed.
         case_number: 1-based case number (varies anatomy and spacing).
-        shape: (X, Y, Z) voxels; X/Y in-plane, Z slices.
+        shape: (X, Y, Z) voxels; X/Y in-plane, Z slices of the normal scan range.
+        fov: scan range along z as a multiple of the normal one: about ``Z * fov``
+            slices (``round(Z * (fov - 1) / 2)`` more on each end) of the same
+            spacing, centred on the same point, with the same organs at the same
+            world positions and more body above and below (a chest-to-pelvis scan
+            beside an abdomen-only one). The central ``Z`` slices hold exactly the
+            normal scan's labels.
 
     Returns:
         ``(image, labels, affine)``: int16 HU (X, Y, Z), uint8 FLARE22 ids, and the
@@ -224,10 +242,14 @@ def make_phantom(
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise FlareError(f"phantom shape must be three sizes >= 8, got {list(shape)}")
+    if not (math.isfinite(fov) and 1.0 <= fov <= 10.0):
+        raise FlareError(f"--fov must be between 1 and 10, got {fov}")
+    extra = int(round(shape[2] * (fov - 1.0) / 2.0))
+    shape = (shape[0], shape[1], shape[2] + 2 * extra)
     rng = np.random.default_rng([int(seed), int(case_number)])
     inplane = rng.uniform(0.6, 0.9)
     spacing = np.array([inplane, inplane, rng.uniform(2.5, 5.0)])
-    grid = _grid(shape)
+    grid = _grid(shape, extra)
     u, v, _ = grid
 
     image = np.full(shape, AIR_HU, dtype=np.float32)
@@ -287,10 +309,10 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 
 def case_files(
-    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE
+    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE, fov: float = 1.0
 ) -> dict[str, bytes]:
     """The two ``.nii.gz`` files of one case, keyed by their path inside the zip."""
-    image, labels, affine = make_phantom(seed, case_number, shape)
+    image, labels, affine = make_phantom(seed, case_number, shape, fov)
     axcodes = ORIENTATIONS[(case_number - 1) % len(ORIENTATIONS)]
     image_o, affine_o = reorient(image, affine, axcodes)
     labels_o, _ = reorient(labels, affine, axcodes)
@@ -307,6 +329,7 @@ def write_synthetic_zip(
     seed: int = 0,
     shape: Sequence[int] = DEFAULT_SHAPE,
     *,
+    fov: float = 1.0,
     progress: bool = True,
 ) -> Path:
     """Write ``out_dir/FLARE22Train.zip`` with ``n_cases`` phantom cases.
@@ -322,7 +345,7 @@ def write_synthetic_zip(
         for case_number in tqdm(
             range(1, n_cases + 1), desc="synthetic cases", disable=not progress
         ):
-            for name, payload in case_files(seed, case_number, shape).items():
+            for name, payload in case_files(seed, case_number, shape, fov).items():
                 info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, payload)

@@ -184,6 +184,58 @@ def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     return model
 
 
+def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: int = 0):
+    """Training and validation batches from the cache, as ``fit`` gets them.
+
+    ``resize`` mode serves whole cached volumes. ``spacing`` mode serves
+    ``preprocess.target_shape`` patches: random ones (``train.foreground_fraction``
+    of them centred on an organ) for training, and for validation
+    ``train.patches_per_case`` fixed organ-centred patches per case, the same every
+    epoch. That validation is cheaper than a sliding window over each whole case
+    and keeps epochs comparable; it does not see false positives far from the
+    organs, which the held-out evaluation (whole cases, sliding window) does.
+
+    Returns:
+        ``(train, val)``; ``val`` is None when the split has no validation cases.
+    """
+    from flare_helpers.dataset import FlareDataset
+
+    organs = OrganSet.from_names(cfg.data.organs)
+    common = {
+        "cache_dir": cfg.data.cache_dir,
+        "n_classes": organs.n_classes,
+        "organs": organs.organs,
+        "batch_size": cfg.train.batch_size,
+    }
+    if cfg.preprocess.mode == "spacing":
+        common["patch_shape"] = cfg.preprocess.target_shape
+        common["patches_per_case"] = cfg.train.patches_per_case
+    train_data = FlareDataset(
+        case_ids=splits["train"],
+        augment=cfg.augment,
+        shuffle=True,
+        seed=cfg.train.seed,
+        epoch=initial_epoch,
+        workers=cfg.train.workers,
+        use_multiprocessing=cfg.train.use_multiprocessing,
+        drop_remainder=cfg.train.distribution != "none",
+        foreground_fraction=cfg.train.foreground_fraction,
+        **common,
+    )
+    val_data = (
+        FlareDataset(
+            case_ids=splits["val"],
+            seed=cfg.train.seed,
+            foreground_fraction=1.0,
+            fixed_patches=True,
+            **common,
+        )
+        if splits["val"]
+        else None
+    )
+    return train_data, val_data
+
+
 def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     """Train (or resume, or report a finished run) as configured; return where things are.
 
@@ -191,8 +243,6 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         FlareError: no data/cache, an incompatible existing run folder, or a
             distribution setting the backend cannot do.
     """
-    from flare_helpers.dataset import FlareDataset
-
     paths = RunPaths(Path(cfg.train.output_dir))
     _check_same_run(paths, cfg)
     organs = OrganSet.from_names(cfg.data.organs)
@@ -223,28 +273,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint)
 
-    common = {
-        "cache_dir": cfg.data.cache_dir,
-        "n_classes": organs.n_classes,
-        "organs": organs.organs,
-    }
-    train_data = FlareDataset(
-        case_ids=splits["train"],
-        batch_size=cfg.train.batch_size,
-        augment=cfg.augment,
-        shuffle=True,
-        seed=cfg.train.seed,
-        epoch=initial_epoch,
-        workers=cfg.train.workers,
-        use_multiprocessing=cfg.train.use_multiprocessing,
-        drop_remainder=cfg.train.distribution != "none",
-        **common,
-    )
-    val_data = (
-        FlareDataset(case_ids=splits["val"], batch_size=cfg.train.batch_size, **common)
-        if splits["val"]
-        else None
-    )
+    train_data, val_data = make_datasets(cfg, splits, initial_epoch=initial_epoch)
     history = cb.HistoryLog(paths.history, initial_epoch)
     callbacks: list[keras.callbacks.Callback] = [history]
     schedule = cb.lr_schedule(cfg.train.lr_schedule, cfg.train.learning_rate, cfg.train.epochs)

@@ -44,7 +44,11 @@ def real_ct(tmp_path) -> Path:
     return dest
 
 
+#: A tiny spacing-mode run: 1 × 1 × 2.5 mm grid, 32 × 32 × 16 patches (several windows per case).
+TINY_SPACING = ["preprocess.mode=spacing", "preprocess.target_spacing=[1.0,1.0,2.5]"]
+
 TINY_MODEL = [
+    "preprocess.mode=resize",
     "preprocess.target_shape=[32,32,16]",
     "preprocess.workers=1",
     "model.base_filters=4",
@@ -75,4 +79,19 @@ def tiny_run(tmp_path_factory) -> Path:
         run / "splits.json",
         {"train": [], "val": [], "test": ["FLARE22_Tr_0005", "FLARE22_Tr_0006"]},
     )
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_spacing_run(tmp_path_factory) -> Path:
+    """Like ``tiny_run``, but the run's config says spacing mode (sliding windows)."""
+    from flare_helpers.callbacks import save_model_atomic
+    from flare_helpers.config import load_config, save_config
+    from flare_helpers.train import build_and_compile, set_determinism
+
+    run = tmp_path_factory.mktemp("tiny_spacing_run")
+    cfg = load_config(None, [*TINY_MODEL, *TINY_SPACING, f"train.output_dir={run}"])
+    set_determinism(0, deterministic=True)
+    save_model_atomic(build_and_compile(cfg, 5), run / "best.keras")
+    save_config(cfg, run / "config.yaml")
     return run

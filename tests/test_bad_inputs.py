@@ -39,7 +39,7 @@ from flare_helpers.preprocess import PreprocessParams, entry_dir, prepare_image,
 from flare_helpers.synthetic import case_files, write_synthetic_zip
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["preprocess.target_shape=[16,16,16]", "preprocess.workers=1"]
+SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[16,16,16]", "preprocess.workers=1"]
 CASE1, CASE2 = "FLARE22_Tr_0001", "FLARE22_Tr_0002"
 #: A tqdm progress line ("preprocess:  50%|█ | 1/2 [00:00<…]"), the only other stderr allowed.
 PROGRESS = re.compile(r"^[\w -]+: .*\[\d\d:\d\d[<,]")

@@ -140,7 +140,7 @@ def test_configs_are_frozen():
         ("trian:\n  epochs: 5\n", r"unknown key 'trian' \(did you mean 'train'\?\)"),
         (
             "preprocess:\n  zzz: 1\n",
-            r"unknown key 'preprocess\.zzz'; known: target_shape, hu_window",
+            r"unknown key 'preprocess\.zzz'; known: mode, target_spacing, target_shape, hu_window",
         ),
         ("xyz: {}\n", r"unknown key 'xyz'; known: data, preprocess, augment, model, train, infer"),
     ],

@@ -23,7 +23,7 @@ STRONG = AugmentConfig(spatial_probability=1.0, intensity_probability=1.0, lr_fl
 @pytest.fixture(scope="module")
 def cache(synthetic_data, tmp_path_factory):
     """The 6 synthetic cases preprocessed to 32×32×16; returns (cache_dir, case ids)."""
-    cfg = load_config(None, ["preprocess.target_shape=[32,32,16]"])
+    cfg = load_config(None, ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]"])
     cache_dir = tmp_path_factory.mktemp("cache")
     summary = preprocess_dataset(synthetic_data, cache_dir, cfg, workers=1, progress=False)
     return cache_dir, sorted(c for ids in summary.splits.values() for c in ids)

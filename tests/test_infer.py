@@ -73,16 +73,18 @@ def test_prediction_matches_each_input_grid(tiny_run, synthetic_data, tmp_path, 
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_spacing_run"])
 def test_same_anatomy_in_any_voxel_order_gives_the_same_prediction(
-    tiny_run, synthetic_data, tmp_path
+    run, synthetic_data, tmp_path, request
 ):
     src = synthetic_data / "images" / "FLARE22_Tr_0002_0000.nii.gz"  # stored RAS
     variants = {
         "ras": src,
         "lps": _rewrite(src, tmp_path / "lps.nii.gz", "LPS"),
         "permuted": _rewrite(src, tmp_path / "perm.nii.gz", "ILA", permute=(1, 0, 2)),
+        "feet_first": _rewrite(src, tmp_path / "ff.nii.gz", "LAI"),
     }
-    predictor = infer.load_predictor(tiny_run / "best.keras")
+    predictor = infer.load_predictor(request.getfixturevalue(run) / "best.keras")
     outputs = {}
     for name, path in variants.items():
         dst = tmp_path / f"{name}_pred.nii.gz"
@@ -98,7 +100,7 @@ def test_same_anatomy_in_any_voxel_order_gives_the_same_prediction(
     world = ras.affine[:3, :3] @ ijk + ras.affine[:3, 3:4]
     reference = np.asarray(ras.dataobj).reshape(-1)
     assert set(reference.tolist()) - {0}, "the prediction should contain some organ voxels"
-    for name in ("lps", "permuted"):
+    for name in ("lps", "permuted", "feet_first"):
         other = outputs[name]
         inv = np.linalg.inv(other.affine)
         other_ijk = np.rint(inv[:3, :3] @ world + inv[:3, 3:4]).astype(int)
@@ -214,8 +216,14 @@ def test_bfloat16_precision_computes_in_bfloat16_and_agrees_with_float32(tiny_ru
     p16 = infer.probabilities(fast, x[None])
     assert p16.dtype == np.float32
     np.testing.assert_allclose(p16, p32, atol=0.05)  # bfloat16 keeps ~3 significant digits
-    agree = np.mean(np.argmax(p16, -1) == np.argmax(p32, -1))
-    assert agree > 0.99
+    # An untrained network has tiny class margins, and how many voxels flip depends
+    # on the CPU (native AVX512-BF16 or emulated). Where float32 is decided by more
+    # than bfloat16's error bound (0.05), the class must not change on any CPU.
+    top2 = np.sort(p32, axis=-1)[..., -2:]
+    decided = (top2[..., 1] - top2[..., 0]) > 0.05
+    assert decided.mean() > 0.2  # the check covers a good share of the volume
+    agree = np.argmax(p16, -1)[decided] == np.argmax(p32, -1)[decided]
+    assert agree.mean() >= 0.999
 
 
 # --------------------------------------------------------------------------- bad input

@@ -32,7 +32,7 @@ from flare_helpers.fileio import is_temp_name
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip
 
-SMALL = ["preprocess.target_shape=[32,32,16]"]
+SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
 
 

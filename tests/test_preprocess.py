@@ -21,7 +21,7 @@ from flare_helpers.resample import resize_linear, resize_nearest, resize_probabi
 from flare_helpers.splits import load_or_make_splits, make_splits
 from flare_helpers.synthetic import write_synthetic_zip
 
-SMALL = ["preprocess.target_shape=[32,32,16]", "preprocess.workers=1"]
+SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]", "preprocess.workers=1"]
 
 
 def _params(*overrides: str) -> pp.PreprocessParams:
@@ -97,7 +97,10 @@ def test_prepare_image_and_label_share_the_crop(synthetic_data):
 
 
 def test_real_ct_becomes_four_classes_on_the_right_sides(real_ct, tmp_path):
-    cfg = load_config(None, ["preprocess.target_shape=[64,64,16]", "preprocess.workers=1"])
+    cfg = load_config(
+        None,
+        ["preprocess.mode=resize", "preprocess.target_shape=[64,64,16]", "preprocess.workers=1"],
+    )
     summary = pp.preprocess_dataset(real_ct, tmp_path / "cache", cfg, progress=False)
     assert summary.n_cases == 1
     folder = pp.entry_dir(tmp_path / "cache", "FLARE22_Tr_9002")

@@ -135,7 +135,7 @@ def test_a_run_folder_refuses_other_model_settings(synthetic_data, tmp_path):
     run.mkdir()
     cfg = _cfg(synthetic_data, tmp_path / "cache", run)
     (run / "config.yaml").write_text(
-        "model:\n  base_filters: 32\npreprocess:\n  target_shape: [32, 32, 16]\n  workers: 1\n"
+        "model:\n  base_filters: 32\npreprocess:\n  mode: resize\n  target_shape: [32, 32, 16]\n  workers: 1\n"
         "data:\n  organs: [liver, right_kidney, left_kidney, spleen]\n"
     )
     with pytest.raises(FlareError, match="different model settings"):
@@ -230,6 +230,7 @@ def test_small_vnet_learns_the_phantom_organs(tmp_path):
 
 #: The learning test's settings: a small VNet that learns the phantoms in a few CPU minutes.
 LEARNING_SETTINGS = [
+    "preprocess.mode=resize",
     "preprocess.target_shape=[48,48,32]",
     "preprocess.workers=2",
     "model.base_filters=8",

@@ -1,0 +1,72 @@
+"""The resolution ceiling: what a perfect network could score with given preprocessing settings.
+
+A network predicts on its own grid (``resize``: the body crop squeezed into
+``target_shape``; ``spacing``: the crop at ``target_spacing`` mm), and its
+output is mapped back to the CT's grid. Even a network that is right on every
+one of its voxels loses the detail that grid cannot hold. The ceiling measures
+that loss: the ground truth is taken to the network grid exactly as training
+labels are (:func:`~flare_helpers.preprocess.prepare_label`), turned into
+certain probabilities (one-hot), and sent back through the inference mapping
+(:func:`~flare_helpers.infer.labels_from_probabilities`, largest-component step
+included), then scored against the original labels with the FLARE22 rules.
+A trained model lands below this number; settings whose ceiling is low cap
+every model trained with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from flare_helpers.config import Config
+from flare_helpers.data import Volume, load_case
+from flare_helpers.evaluate import PER_CASE_COLUMNS, EvaluationResult
+from flare_helpers.evaluate import _select_cases as select_cases
+from flare_helpers.infer import labels_from_probabilities
+from flare_helpers.labels import NSD_TOLERANCE_MM, OrganSet, one_hot
+from flare_helpers.metrics import score_case
+from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_label
+
+
+def ceiling_labels(image: Volume, label: Volume, cfg: Config) -> np.ndarray:
+    """FLARE22 ids (canonical order) of a perfect prediction on the network grid, mapped back.
+
+    Args:
+        image: the CT (its body crop decides the network grid, as at inference).
+        label: its ground truth, on the same grid.
+        cfg: the preprocessing and inference settings to measure.
+    """
+    params = PreprocessParams.from_config(cfg)
+    organs = OrganSet.from_names(cfg.data.organs)
+    box = crop_box(image, params)
+    classes = prepare_label(label, box, params)
+    probs = one_hot(classes, organs.n_classes)
+    return labels_from_probabilities(probs, box, image.data.shape, organs, cfg.infer)
+
+
+def resolution_ceiling(
+    data_dir: str | Path,
+    cfg: Config,
+    case_ids: Sequence[str] | None = None,
+    *,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Ceiling scores of labelled cases: one row per case and organ, as a model evaluation.
+
+    Raises:
+        FlareError: no labelled cases, an unknown case id, or an unreadable file.
+    """
+    organs = OrganSet.from_names(cfg.data.organs).organs
+    rows: list[dict] = []
+    for case in tqdm(
+        select_cases(Path(data_dir), case_ids), desc="ceiling", unit="case", disable=not progress
+    ):
+        image, label = load_case(case)
+        best = ceiling_labels(image, label, cfg)
+        scores = score_case(label.data, best, label.spacing, organs, NSD_TOLERANCE_MM)
+        rows += [{"case": case.case_id, **row} for row in scores]
+    return EvaluationResult(pd.DataFrame(rows, columns=list(PER_CASE_COLUMNS)))
