@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,6 +139,29 @@ class EarlyStopFromHistory(keras.callbacks.Callback):
         best = self.history.best(self.monitor)
         if best is not None and epoch - best[0] >= self.patience:
             self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop after the first epoch that ends more than ``minutes`` after training started.
+
+    For a fixed compute budget (a Colab session, a benchmark): the run stops at
+    an epoch boundary with its checkpoint written, and running it again resumes
+    for another ``minutes``.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.start = time.monotonic()
+        self.stopped = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if time.monotonic() - self.start >= self.seconds:
+            self.stopped = True
             self.model.stop_training = True
 
 

@@ -48,7 +48,7 @@ class PreprocessConfig:
     """
 
     mode: Literal["resize", "spacing"] = "spacing"
-    target_spacing: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    target_spacing: tuple[float, float, float] = (1.2, 1.2, 2.5)
     target_shape: tuple[int, int, int] = (128, 128, 64)
     hu_window: tuple[float, float] = (-160.0, 240.0)
     crop_to_body: bool = True
@@ -108,6 +108,7 @@ class TrainConfig:
     use_multiprocessing: bool = False
     foreground_fraction: float = 0.33
     patches_per_case: int = 1
+    time_limit_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -397,8 +398,11 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "preprocess.target_spacing must be > 0 mm along every axis",
         ),
         (
-            0 <= t.foreground_fraction <= 1 and t.patches_per_case >= 1,
-            "train.foreground_fraction must be in [0, 1] and train.patches_per_case >= 1",
+            0 <= t.foreground_fraction <= 1
+            and t.patches_per_case >= 1
+            and t.time_limit_minutes >= 0,
+            "train.foreground_fraction must be in [0, 1], train.patches_per_case >= 1 and "
+            "train.time_limit_minutes >= 0",
         ),
     ]
     for ok, message in checks:

@@ -70,7 +70,7 @@ class PreprocessParams:
     crop_margin_mm: float = 5.0
     organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
     mode: str = "resize"
-    target_spacing: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    target_spacing: tuple[float, float, float] = (1.2, 1.2, 2.5)
 
     @classmethod
     def from_config(cls, cfg: Config) -> PreprocessParams:

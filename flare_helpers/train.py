@@ -286,6 +286,9 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         )
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard)))
+    time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
+    if cfg.train.time_limit_minutes > 0:
+        callbacks.append(time_limit)
     if progress:
         callbacks.append(cb.TqdmProgress(cfg.train.epochs))
     callbacks.append(cb.ResumeCheckpoint(paths.checkpoints))  # last: marks the epoch as done
@@ -311,7 +314,8 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         "best_value": best[1],
         "monitor": monitor,
     }
-    write_json_atomic(paths.done, summary)
+    if not (time_limit.stopped and summary["epochs_completed"] < cfg.train.epochs):
+        write_json_atomic(paths.done, summary)  # a time-limited run resumes when rerun
     return _result(paths, summary, resumed_from=initial_epoch)
 
 
