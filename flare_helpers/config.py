@@ -303,6 +303,20 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return validate(cfg, source)
 
 
+def load_run_config(path: str | Path) -> Config:
+    """Load the ``config.yaml`` saved in a run folder, as the run was trained.
+
+    Runs saved before ``preprocess.mode`` existed were all trained in resize mode;
+    their files have no ``mode`` key, which would otherwise read as today's default.
+    """
+    cfg = load_config(path)
+    text = Path(path).read_text(encoding="utf-8")
+    section = (yaml.safe_load(text) or {}).get("preprocess") or {}
+    if "mode" not in section:
+        cfg = cfg.replace(preprocess={"mode": "resize"})
+    return cfg
+
+
 def _non_finite(cfg: Config) -> str | None:
     """Name of the first number that is NaN or infinite (YAML ``.nan``, ``.inf``), if any."""
     for section in dataclasses.fields(cfg):

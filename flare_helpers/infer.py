@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from flare_helpers.config import Config, InferConfig, load_config
+from flare_helpers.config import Config, InferConfig, load_run_config
 from flare_helpers.data import (
     IMAGE_SUFFIX,
     NIFTI_EXTENSIONS,
@@ -156,7 +156,7 @@ def load_predictor(
                 "to preprocess exactly as in training)",
                 config_path,
             )
-        config = load_config(config_path)
+        config = load_run_config(config_path)
     if infer_overrides:
         config = config.replace(infer=infer_overrides)
     try:

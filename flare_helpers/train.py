@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 
 from flare_helpers import callbacks as cb
-from flare_helpers.config import Config, load_config, save_config
+from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
@@ -97,7 +97,7 @@ def _check_same_run(paths: RunPaths, cfg: Config) -> None:
     """Refuse to mix a different model or preprocessing into an existing run folder."""
     if not paths.config.exists():
         return
-    old = _fixed_settings(load_config(paths.config).to_dict())
+    old = _fixed_settings(load_run_config(paths.config).to_dict())
     new = _fixed_settings(cfg.to_dict())
     for key in _FIXED_SECTIONS:
         if old[key] != new[key]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from flare_helpers import infer
 from flare_helpers.data import load_image
@@ -153,3 +154,15 @@ def test_spacing_model_predicts_windows_and_tta_keeps_the_grid(tiny_spacing_run,
     assert probs_tta.shape == probs.shape and not np.allclose(probs_tta, probs)
     labels = infer.labels_on_grid(tta, probs_tta, box, image.data.shape)
     assert labels.shape == image.data.shape
+
+
+def test_a_run_saved_before_modes_existed_predicts_in_resize_mode(tiny_spacing_run, tmp_path):
+    """Runs saved before ``preprocess.mode`` existed were resize-mode runs."""
+    old = tmp_path / "old_run"
+    old.mkdir()
+    (old / "best.keras").write_bytes((tiny_spacing_run / "best.keras").read_bytes())
+    settings = yaml.safe_load((tiny_spacing_run / "config.yaml").read_text())
+    del settings["preprocess"]["mode"], settings["preprocess"]["target_spacing"]
+    (old / "config.yaml").write_text(yaml.safe_dump(settings))
+    assert infer.load_predictor(old / "best.keras").params.mode == "resize"
+    assert infer.load_predictor(tiny_spacing_run / "best.keras").params.mode == "spacing"
