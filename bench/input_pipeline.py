@@ -33,8 +33,8 @@ from flare_helpers.augment import (
     rotate_scale,
 )
 from flare_helpers.config import AugmentConfig, load_config
-from flare_helpers.data import extract_zip
 from flare_helpers.dataset import FlareDataset, one_hot
+from flare_helpers.extract import extract_zip
 from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip

@@ -2,13 +2,12 @@
 
 Predictions are FLARE22-id label files named like the ground truth
 (``<case_id>.nii.gz``) and must lie on the ground truth's grid (same shape and
-affine, as written by ``data.save_like``). Metrics are computed on that original
+affine, as written by ``nifti.save_like``). Metrics are computed on that original
 grid with the header spacing (:func:`flare_helpers.metrics.score_case`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +17,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flare_helpers.data import (
-    AFFINE_TOLERANCE_MM,
+from flare_helpers.cases import (
+    PREDICTIONS_DIRNAME,
     Case,
     discover_cases,
-    format_table,
-    load_label,
     prediction_file,
+    prediction_path,
 )
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
 from flare_helpers.labels import DEFAULT_ORGANS, NSD_TOLERANCE_MM, ORGAN_COLORS, OrganSet
 from flare_helpers.metrics import score_case
+from flare_helpers.nifti import AFFINE_TOLERANCE_MM, load_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -220,31 +219,6 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def format_summary(summary_df: pd.DataFrame) -> str:
-    """Console table of a :func:`summarize` result: mean ± std of DSC, NSD and HD95 per organ."""
-
-    def cell(row: pd.Series, metric: str, digits: int) -> str:
-        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-        if not math.isfinite(mean):
-            return "n/a"
-        text = f"{mean:.{digits}f}"
-        return f"{text} ± {std:.{digits}f}" if math.isfinite(std) else text
-
-    rows = [
-        {
-            "organ": row["organ"],
-            "DSC": cell(row, "dsc", 3),
-            "NSD": cell(row, "nsd", 3),
-            "HD95 mm": cell(row, "hd95_mm", 2),
-            "vol diff ml": cell(row, "volume_diff_ml", 1),
-            "cases": int(row["n_cases"]),
-            "HD95 undefined": int(row["hd95_undefined"]),
-        }
-        for _, row in summary_df.iterrows()
-    ]
-    return format_table(rows)
-
-
 # --------------------------------------------------------------------------- figures, files
 
 
@@ -366,8 +340,8 @@ def evaluate_model(
     predictor = load_predictor(model_path)
     case_ids = cases_for(model_path, data_dir, which)
     cases = {case.case_id: case for case in discover_cases(data_dir).labelled}
-    pred_dir = out_dir / "predictions"
-    pairs = [(cases[c].image, pred_dir / f"{c}.nii.gz") for c in case_ids]
+    pred_dir = out_dir / PREDICTIONS_DIRNAME
+    pairs = [(cases[c].image, prediction_path(pred_dir, c)) for c in case_ids]
     predict_files(predictor, pairs, overwrite=True, progress=progress)
     return score_prediction_dir(
         pred_dir, data_dir, case_ids, predictor.organs.organs, progress=progress

@@ -36,11 +36,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from flare_helpers.cases import Case, discover_cases
 from flare_helpers.config import Config
-from flare_helpers.data import Case, Volume, discover_cases, load_case
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
+from flare_helpers.nifti import Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest
 
 CACHE_VERSION = 1

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers import data, infer
+from flare_helpers import cases, extract, infer, nifti
 from flare_helpers.cli import evaluate_main, extract_main, predict_main, preprocess_main, train_main
 from flare_helpers.config import load_config, save_config
 from flare_helpers.errors import FlareError
@@ -57,7 +57,7 @@ def tiny_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_set(tiny_zip, tmp_path_factory) -> Path:
     """The extracted 2-case set (pristine; tests copy it)."""
-    return data.extract_zip(tiny_zip, tmp_path_factory.mktemp("bad_data"), progress=False)
+    return extract.extract_zip(tiny_zip, tmp_path_factory.mktemp("bad_data"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -572,7 +572,9 @@ def _output_scenario(kind: str) -> Callable[[Workspace, Path], Scenario]:
         if kind == "extract":
             return Scenario(blocker, extract_main, ["--zip", str(ws.zip), "--out", str(where)])
         if kind == "extract_zip":
-            return Scenario(blocker, call=lambda: data.extract_zip(ws.zip, where, progress=False))
+            return Scenario(
+                blocker, call=lambda: extract.extract_zip(ws.zip, where, progress=False)
+            )
         if kind == "preprocess":
             argv = ["--data", str(ws.data), "--cache", str(where), *SMALL]
             return Scenario(blocker, preprocess_main, argv)
@@ -635,7 +637,7 @@ ENTRIES: dict[str, dict[str, Entry]] = {
         "load_image": Entry(
             _tmp("bad_0000.nii.gz"),
             _good_image,
-            lambda ws, p: Scenario(p, call=lambda: data.load_image(p)),
+            lambda ws, p: Scenario(p, call=lambda: nifti.load_image(p)),
         ),
         "preprocess": Entry(
             _image_in_data, _good_image, lambda ws, p: _cache_scenario(ws, p, cli=True)
@@ -651,7 +653,7 @@ ENTRIES: dict[str, dict[str, Entry]] = {
             _tmp("label.nii.gz"),
             _good_label,
             lambda ws, p: Scenario(
-                p, call=lambda: data.load_case(data.Case(CASE1, ws.good_image, p))
+                p, call=lambda: nifti.load_case(cases.Case(CASE1, ws.good_image, p))
             ),
         ),
         "preprocess": Entry(
@@ -683,7 +685,7 @@ ENTRIES: dict[str, dict[str, Entry]] = {
             _good_zip,
             lambda ws, p: Scenario(
                 p,
-                call=lambda: data.extract_zip(p, ws.tmp / "out", progress=False),
+                call=lambda: extract.extract_zip(p, ws.tmp / "out", progress=False),
                 clean=(ws.tmp / "out",),
             ),
         ),
@@ -770,7 +772,7 @@ def assert_no_partial_output(folder: Path) -> None:
     for path in folder.rglob("*"):
         assert not is_temp_name(path.name), f"temporary left behind: {path}"
         if path.name.endswith(".nii.gz"):
-            data.read_geometry(path)  # complete: the header's voxels are all there
+            nifti.read_geometry(path)  # complete: the header's voxels are all there
         if path.parent.name == "cases" and path.is_dir():
             assert {p.name for p in path.iterdir()} == {"image.npy", "label.npy", "meta.json"}
 
@@ -916,11 +918,11 @@ IMAGE_ENCODINGS = [
 def test_valid_image_encodings_give_identical_volumes_and_network_input(tiny_set, tmp_path):
     hu, affine = _hu_reference(tiny_set / "images" / f"{CASE1}_0000.nii.gz")
     params = PreprocessParams.from_config(load_config(None, SMALL))
-    reference = data.load_image(_encoded(hu, affine, tmp_path, "int16"))
+    reference = nifti.load_image(_encoded(hu, affine, tmp_path, "int16"))
     ref_x, ref_box = prepare_image(reference, params)
     assert reference.data.dtype == np.float32 and len(np.unique(reference.data)) > 20
     for how in IMAGE_ENCODINGS[1:]:
-        volume = data.load_image(_encoded(hu, affine, tmp_path, how))
+        volume = nifti.load_image(_encoded(hu, affine, tmp_path, how))
         assert volume.data.dtype == np.float32, how
         np.testing.assert_array_equal(volume.data, reference.data, err_msg=how)
         np.testing.assert_array_equal(volume.geometry.affine, reference.geometry.affine)
@@ -939,7 +941,7 @@ def test_valid_label_dtypes_give_identical_labels(tiny_set, tmp_path):
     for dtype in LABEL_DTYPES:
         path = tmp_path / f"{dtype}.nii.gz"
         nib.save(nib.Nifti1Image(ids.astype(dtype), img.affine, dtype=dtype), path)
-        loaded[dtype] = data.load_label(path)
+        loaded[dtype] = nifti.load_label(path)
         assert loaded[dtype].data.dtype == np.uint8
         np.testing.assert_array_equal(loaded[dtype].data, loaded["uint8"].data, err_msg=dtype)
 
@@ -949,7 +951,7 @@ def test_valid_encodings_make_byte_identical_cache_entries(tiny_set, tmp_path):
     caches = {}
     for name, image_how, label_dtype in [("a", "int16", "uint8"), ("b", "float64", "float32")]:
         folder = Path(shutil.copytree(tiny_set, tmp_path / name / "FLARE22Train"))
-        for case in data.discover_cases(folder).labelled:
+        for case in cases.discover_cases(folder).labelled:
             hu, affine = _hu_reference(case.image)
             written = _encoded(hu, affine, case.image.parent, image_how)
             written.replace(case.image)
@@ -982,15 +984,15 @@ def test_oblique_affine_is_accepted_and_predictions_keep_it_exactly(ws: Workspac
     """Decision: an oblique scan is accepted. The network sees it in the closest canonical
     voxel order (as nnU-Net and MONAI do); spacing is the true voxel size; the prediction
     is written on the file's own oblique grid, bit for bit the same affine."""
-    case = data.discover_cases(ws.data).labelled[0]
+    case = cases.discover_cases(ws.data).labelled[0]
     image, label = nib.load(case.image), nib.load(case.label)
     oblique = _rotation(20, 10) @ image.affine
     obl_image, obl_label = ws.tmp / "obl_0000.nii.gz", ws.tmp / "obl_label.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), oblique), obl_image)
     nib.save(nib.Nifti1Image(np.asarray(label.dataobj), oblique), obl_label)
 
-    straight, _ = data.load_case(case)
-    tilted, tilted_label = data.load_case(data.Case("obl", obl_image, obl_label))
+    straight, _ = nifti.load_case(case)
+    tilted, tilted_label = nifti.load_case(cases.Case("obl", obl_image, obl_label))
     written_affine = nib.load(obl_image).affine
     np.testing.assert_array_equal(tilted.geometry.affine, written_affine)
     np.testing.assert_array_equal(tilted.data, straight.data)  # same canonical voxel order
@@ -1125,10 +1127,10 @@ def test_extraction_stays_inside_its_folder_even_with_a_planted_symlink(tiny_zip
     images = tmp_path / "out" / "FLARE22Train" / "images"
     images.mkdir(parents=True)
     (images / f"{CASE1}_0000.nii.gz").symlink_to(outside)
-    target = data.extract_zip(tiny_zip, tmp_path / "out", progress=False)
+    target = extract.extract_zip(tiny_zip, tmp_path / "out", progress=False)
     assert outside.read_bytes() == b"precious"
     member = target / "images" / f"{CASE1}_0000.nii.gz"
-    assert not member.is_symlink() and data.read_geometry(member).shape == (24, 24, 12)
+    assert not member.is_symlink() and nifti.read_geometry(member).shape == (24, 24, 12)
     assert all(p.resolve().is_relative_to(target.resolve()) for p in target.rglob("*"))
 
 
@@ -1136,7 +1138,7 @@ def test_hidden_and_temporary_files_are_never_taken_for_cases(ws: Workspace, cap
     """macOS ``._`` copies and a killed run's temporaries are skipped, not loaded."""
     (ws.data / "images" / f"._{CASE1}_0000.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     (ws.data / "labels" / f".{CASE1}.nii.gz.tmp-abcd1234.nii.gz").write_bytes(b"half")
-    found = data.discover_cases(ws.data)
+    found = cases.discover_cases(ws.data)
     assert [c.case_id for c in found.labelled] == [CASE1, CASE2]
     assert found.orphan_labels == () and found.notes == ()
     folder = ws.tmp / "cts"

@@ -25,9 +25,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from flare_helpers.cases import discover_cases
 from flare_helpers.config import load_config
-from flare_helpers.data import discover_cases, extract_zip
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
 from flare_helpers.fileio import is_temp_name
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip

@@ -13,10 +13,12 @@ import pytest
 from scipy import ndimage
 
 from flare_helpers import preprocess as pp
+from flare_helpers.cases import Case, discover_cases
 from flare_helpers.cli import preprocess_main
 from flare_helpers.config import load_config
-from flare_helpers.data import Case, Geometry, Volume, discover_cases, extract_zip, load_case
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
+from flare_helpers.nifti import Geometry, Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest, resize_probabilities_argmax
 from flare_helpers.splits import load_or_make_splits, make_splits
 from flare_helpers.synthetic import write_synthetic_zip

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.data import Case, discover_cases
+from flare_helpers.cases import PREDICTIONS_DIRNAME, Case, discover_cases, visualize_paths
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import DEFAULT_ORGANS
@@ -62,16 +62,6 @@ def choose_cases(
         if unknown:
             raise FlareError(f"no image for case(s) {', '.join(unknown)}", data_dir)
     return [found[case_id] for case_id in dict.fromkeys(ids)]
-
-
-def output_paths(out_dir: str | Path, case_id: str) -> dict[str, Path]:
-    """Where one case's ``prediction``, ``slices`` figure and ``video`` go under ``out_dir``."""
-    out_dir = Path(out_dir)
-    return {
-        "prediction": out_dir / "predictions" / f"{case_id}.nii.gz",
-        "slices": out_dir / f"{case_id}_slices.png",
-        "video": out_dir / f"{case_id}_organs.mp4",
-    }
 
 
 def case_dice(
@@ -130,14 +120,14 @@ def visualize_cases(
         raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
     predictor = load_predictor(model_path)
     cases = choose_cases(model_path, data_dir, case_ids)
-    planned = {case.case_id: output_paths(out_dir, case.case_id) for case in cases}
+    planned = {case.case_id: visualize_paths(out_dir, case.case_id) for case in cases}
     if not overwrite:
         refuse_existing(p for paths in planned.values() for p in paths.values())
 
     organs = predictor.organs.organs
     pairs = [(case.image, planned[case.case_id]["prediction"]) for case in cases]
     written = predict_files(predictor, pairs, overwrite=True, progress=progress)
-    load_case = case_loader(data_dir, Path(out_dir) / "predictions")
+    load_case = case_loader(data_dir, Path(out_dir) / PREDICTIONS_DIRNAME)
     for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
         arrays = load_case(case.case_id)
         paths = planned[case.case_id]
