@@ -103,7 +103,7 @@ def stage_worker(cfg: dict) -> dict:
     start = time.perf_counter()
     import keras  # noqa: F401  (what load_predictor imports first: the backend)
 
-    from flare_helpers import dice_metrics, losses, model  # noqa: F401
+    from flare_helpers import losses, model, train_metrics  # noqa: F401
 
     imports_s = time.perf_counter() - start
     start = time.perf_counter()

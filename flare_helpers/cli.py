@@ -267,7 +267,7 @@ def series_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.series import run_series
+        from flare_helpers.runner import run_series
 
         out = run_series(args.profile, only=args.only)
         print(f"executed notebooks and parameters: {out}")

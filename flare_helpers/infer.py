@@ -131,7 +131,7 @@ def load_predictor(
     """
     import keras
 
-    from flare_helpers import dice_metrics, losses, model  # noqa: F401  (registers custom objects)
+    from flare_helpers import losses, model, train_metrics  # noqa: F401  (registers custom objects)
 
     model_path = Path(model_path)
     _check_model_file(model_path)

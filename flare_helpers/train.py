@@ -160,9 +160,9 @@ def set_determinism(seed: int, deterministic: bool) -> None:
 
 def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
-    from flare_helpers.dice_metrics import training_metrics
     from flare_helpers.losses import DiceCELoss
     from flare_helpers.model import vnet_from_config
+    from flare_helpers.train_metrics import training_metrics
 
     precision = cfg.train.mixed_precision
     dtype = None if precision == "none" else precision
@@ -191,7 +191,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         FlareError: no data/cache, an incompatible existing run folder, or a
             distribution setting the backend cannot do.
     """
-    from flare_helpers.dataset import FlareDataset
+    from flare_helpers.batches import FlareDataset
 
     paths = RunPaths(Path(cfg.train.output_dir))
     _check_same_run(paths, cfg)

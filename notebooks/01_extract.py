@@ -60,10 +60,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from flare_helpers import cases, extract, nifti, series, synthetic
+from flare_helpers import cases, extract, nifti, runner, synthetic
 
-paths = series.series_paths(work_dir, data_root)
-zip_file = Path(series.resolve(zip_path, "FLARE_ZIP"))
+paths = runner.series_paths(work_dir, data_root)
+zip_file = Path(runner.resolve(zip_path, "FLARE_ZIP"))
 
 # %% [markdown]
 # ## Optional: a synthetic data set

@@ -49,9 +49,9 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 
 # %%
 # %matplotlib inline
-from flare_helpers import evaluate, series, viz
+from flare_helpers import evaluate, runner, viz
 
-paths = series.series_paths(work_dir, data_root)
+paths = runner.series_paths(work_dir, data_root)
 
 # %% [markdown]
 # ## Predict and score

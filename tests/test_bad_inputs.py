@@ -1109,7 +1109,7 @@ class _Exploit:
 
 
 def test_pickled_cache_array_is_refused_without_running_it(tmp_path):
-    from flare_helpers.dataset import _open
+    from flare_helpers.batches import _open
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "image.npy"
