@@ -141,7 +141,7 @@ def backend_env(backend: str) -> dict[str, str]:
 def predict_command() -> list[str]:
     """The installed ``flare-predict`` next to this Python, else its module form."""
     script = Path(sys.executable).with_name("flare-predict")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flare_helpers.infer"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flare_helpers", "predict"]
 
 
 def run_cli(args: list[str], backend: str, log: Path) -> tuple[float, float]:

@@ -357,9 +357,3 @@ def dice_by_organ(result: EvaluationResult, case_id: str) -> dict[str, float]:
     """``{organ: DSC}`` of one case, e.g. for a figure title."""
     rows = result.per_case[result.per_case["case"] == case_id]
     return {str(organ): float(dsc) for organ, dsc in zip(rows["organ"], rows["dsc"], strict=True)}
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import evaluate_main
-
-    raise SystemExit(evaluate_main())

@@ -303,9 +303,3 @@ def predict_files(
                     written.append(save_like(labels, image, dst, overwrite=True))
                 bar.update()
     return written
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import predict_main
-
-    raise SystemExit(predict_main())

@@ -384,9 +384,3 @@ def preprocess_dataset(
         cfg.data.split_seed,
     )
     return CacheSummary(Path(cache_dir), len(manifest["cases"]), tuple(manifest["rebuilt"]), splits)
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import preprocess_main
-
-    raise SystemExit(preprocess_main())

@@ -207,9 +207,3 @@ def run_series(
             else:
                 os.environ[key] = value
     return out_dir
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import series_main
-
-    raise SystemExit(series_main())

@@ -329,9 +329,3 @@ def _result(paths: RunPaths, summary: dict, resumed_from: int) -> TrainResult:
         resumed_from=resumed_from,
         replicas=int(summary.get("replicas", 1)),
     )
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import train_main
-
-    raise SystemExit(train_main())

@@ -826,23 +826,26 @@ def test_matrix_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "args", "message"),
+    ("command", "args", "message"),
     [
-        ("flare_helpers.data", ["--zip", "{bad_zip}", "--out", "{tmp}/out"], "refusing member"),
+        ("extract", ["--zip", "{bad_zip}", "--out", "{tmp}/out"], "refusing member"),
         (
-            "flare_helpers.preprocess",
+            "preprocess",
             ["--data", "{tmp}/nowhere", "--cache", "{tmp}/cache", "train.epoch=3"],
             r"unknown key 'train\.epoch' \(did you mean 'train\.epochs'\?\)",
         ),
     ],
 )
-def test_real_process_exit_code_and_single_line(module, args, message, tmp_path) -> None:
+def test_real_process_exit_code_and_single_line(command, args, message, tmp_path) -> None:
     """Through a real interpreter: exit status 2, exactly one stderr line, no traceback."""
     bad_zip = tmp_path / "bad.zip"
     _zip({**GOOD_CASE, "../evil.nii.gz": b"x"})(bad_zip)
     argv = [a.format(bad_zip=bad_zip, tmp=tmp_path) for a in args]
     result = subprocess.run(
-        [sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flare_helpers", command, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -41,7 +41,7 @@ def _cfg(data: Path, cache: Path, run: Path, *extra: str):
 def _flare_train(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
-        [sys.executable, "-m", "flare_helpers.train", *args],
+        [sys.executable, "-m", "flare_helpers", "train", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -257,7 +257,7 @@ def test_console_script_and_module_entry_point():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "flare-visualize"]
     assert script.value == "flare_helpers.cli:visualize_main"
     result = subprocess.run(
-        [sys.executable, "-m", "flare_helpers.viz.report", "--help"],
+        [sys.executable, "-m", "flare_helpers", "visualize", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -40,7 +40,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The report pulls in inference and evaluation: imported on first use, it keeps
-    # `import flare_helpers.viz` light and `python -m flare_helpers.viz.report` clean.
+    # `import flare_helpers.viz` light.
     if name in ("case_dice", "visualize_cases"):
         from flare_helpers.viz import report
 

@@ -163,9 +163,3 @@ def visualize_cases(
             )
         )
     return written
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import visualize_main
-
-    raise SystemExit(visualize_main())
