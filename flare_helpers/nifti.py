@@ -78,16 +78,6 @@ class Geometry:
             "spacing": list(self.spacing),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Geometry:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            tuple(d["shape"]),
-            np.asarray(d["affine"], dtype=np.float64),
-            d["axcodes"],
-            tuple(d["spacing"]),
-        )
-
 
 @dataclass(frozen=True)
 class Volume:

@@ -50,14 +50,18 @@ _HASH_CHUNK = 1 << 22
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    """Everything that determines a cache entry; a change rebuilds the entry."""
+    """Everything that determines a cache entry; a change rebuilds the entry.
 
-    target_shape: tuple[int, int, int] = (128, 128, 64)
-    hu_window: tuple[float, float] = (-160.0, 240.0)
-    crop_to_body: bool = True
-    body_threshold_hu: float = -500.0
-    crop_margin_mm: float = 5.0
-    organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+    Built with :meth:`from_config`: the defaults are those of
+    :class:`~flare_helpers.config.PreprocessConfig` and ``data.organs``.
+    """
+
+    target_shape: tuple[int, int, int]
+    hu_window: tuple[float, float]
+    crop_to_body: bool
+    body_threshold_hu: float
+    crop_margin_mm: float
+    organs: tuple[str, ...]
 
     @classmethod
     def from_config(cls, cfg: Config) -> PreprocessParams:

@@ -93,6 +93,6 @@ viz.plot_case(
     arrays.spacing,
     gt=arrays.gt,
     pred=arrays.pred,
-    dice=evaluate.dice_by_organ(result, worst),
+    dice=viz.case_dice(arrays, result.organs),
     title=worst,
 )

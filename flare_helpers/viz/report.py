@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import PREDICTIONS_DIRNAME, Case, discover_cases, visualize_paths
+from flare_helpers.cases import PREDICTIONS_DIRNAME, visualize_paths
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import DEFAULT_ORGANS
+from flare_helpers.splits import select_cases
 from flare_helpers.viz.cases import case_loader
 from flare_helpers.viz.planes import CaseArrays, organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
@@ -33,35 +34,6 @@ from flare_helpers.viz.slices import plot_case, save_figure
 
 #: ``cases`` values that name a group of cases rather than case ids.
 CASE_GROUPS: tuple[str, ...] = ("test", "all")
-
-
-def choose_cases(
-    model_path: str | Path, data_dir: str | Path, cases: str | Sequence[str] | None = "test"
-) -> list[Case]:
-    """The cases to show: the run's test split, ``"all"`` images, or the given case ids.
-
-    ``"test"`` (or None) reads ``splits.json`` beside the model, as
-    :func:`flare_helpers.evaluate.cases_for` does; ``"all"`` and explicit ids
-    include images without a label.
-
-    Raises:
-        FlareError: no images in ``data_dir``, no usable test split, or an unknown id.
-    """
-    found = {case.case_id: case for case in discover_cases(data_dir).cases}
-    if cases is None or cases == "test":
-        from flare_helpers.evaluate import cases_for
-
-        ids = cases_for(model_path, data_dir, "test")
-    elif cases == "all":
-        ids = list(found)
-    else:
-        ids = [cases] if isinstance(cases, str) else [str(c) for c in cases]
-        if not ids:
-            raise FlareError("no cases chosen (give 'test', 'all' or case ids)")
-        unknown = [case_id for case_id in ids if case_id not in found]
-        if unknown:
-            raise FlareError(f"no image for case(s) {', '.join(unknown)}", data_dir)
-    return [found[case_id] for case_id in dict.fromkeys(ids)]
 
 
 def case_dice(
@@ -119,7 +91,7 @@ def visualize_cases(
     if not (np.isfinite(seconds) and seconds > 0) or int(fps) < 1:
         raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
     predictor = load_predictor(model_path)
-    cases = choose_cases(model_path, data_dir, case_ids)
+    cases = select_cases(data_dir, case_ids, model_path=model_path, labelled=False)
     planned = {case.case_id: visualize_paths(out_dir, case.case_id) for case in cases}
     if not overwrite:
         refuse_existing(p for paths in planned.values() for p in paths.values())
