@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
+import numpy as np
 
 from flare_helpers.cases import Case, discover_cases
 from flare_helpers.errors import FlareError
@@ -38,9 +38,22 @@ def make_splits(
     n_test, n_val = _count(len(ids), test_fraction), _count(len(ids), val_fraction)
     if len(ids) - n_test - n_val < 1:
         raise FlareError(f"{len(ids)} cases are too few for these val/test fractions")
-    rest, test = train_test_split(ids, test_size=n_test, random_state=seed) if n_test else (ids, [])
-    train, val = train_test_split(rest, test_size=n_val, random_state=seed) if n_val else (rest, [])
+    rest, test = _hold_out(ids, n_test, seed)
+    train, val = _hold_out(rest, n_val, seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _hold_out(ids: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:
+    """(kept, held out): ``n`` ids drawn with a seeded permutation, the rest in permuted order.
+
+    The same draw as scikit-learn's ``train_test_split(ids, test_size=n,
+    random_state=seed)`` (a ``RandomState(seed)`` permutation, the first ``n`` held
+    out), so existing splits stay the same, without importing scikit-learn (~1.7 s).
+    """
+    if n == 0:
+        return ids, []
+    order = np.random.RandomState(seed).permutation(len(ids))
+    return [ids[i] for i in order[n:]], [ids[i] for i in order[:n]]
 
 
 def load_or_make_splits(

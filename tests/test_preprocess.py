@@ -262,6 +262,16 @@ def test_splits_are_seeded_disjoint_and_complete():
     assert tiny == {"train": ["a", "b"], "val": [], "test": []}
 
 
+def test_split_is_the_one_scikit_learn_made():
+    """Pinned: the draw of train_test_split(random_state=3) twice, so old splits stay valid."""
+    ids = [f"c{i:03d}" for i in range(20)]
+    assert make_splits(ids, 0.1, 0.2, seed=3) == {
+        "train": [f"c{i:03d}" for i in (0, 3, 4, 5, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19)],
+        "val": ["c008", "c011"],
+        "test": ["c001", "c002", "c014", "c017"],
+    }
+
+
 def test_saved_split_is_reused_and_new_cases_join_training(tmp_path):
     path = tmp_path / "splits.json"
     ids = [f"c{i}" for i in range(10)]
