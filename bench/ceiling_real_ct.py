@@ -24,7 +24,7 @@ from _report import bench_parser, dated_heading, environment, finish
 
 from flare_helpers.ceiling import resolution_ceiling
 from flare_helpers.config import Config, load_config
-from flare_helpers.data import load_image, load_label
+from flare_helpers.nifti import load_image, load_label
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 
 HEADING = "## Resolution ceiling on a real CT (`bench/ceiling_real_ct.py`)"

@@ -32,16 +32,16 @@ from flare_helpers.augment import (
     lr_swap_pairs,
     rotate_scale,
 )
+from flare_helpers.batches import FlareDataset
 from flare_helpers.config import AugmentConfig, load_config
-from flare_helpers.data import extract_zip
-from flare_helpers.dataset import FlareDataset
+from flare_helpers.extract import extract_zip
 from flare_helpers.labels import DEFAULT_ORGANS, one_hot
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip
 
 HEADING = "## Input pipeline (`bench/input_pipeline.py`)"
 INTRO = (
-    "Volumes/s delivered by `flare_helpers.dataset.FlareDataset` with the default\n"
+    "Volumes/s delivered by `flare_helpers.batches.FlareDataset` with the default\n"
     "augmentation (`AugmentConfig()`), iterated through Keras' epoch loop with no model,\n"
     "so this is the most the pipeline can feed. Per-stage costs are medians on one core."
 )

@@ -103,7 +103,7 @@ def stage_worker(cfg: dict) -> dict:
     start = time.perf_counter()
     import keras  # noqa: F401  (what load_predictor imports first: the backend)
 
-    from flare_helpers import dice_metrics, losses, model  # noqa: F401
+    from flare_helpers import losses, model, train_metrics  # noqa: F401
 
     imports_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -141,7 +141,7 @@ def backend_env(backend: str) -> dict[str, str]:
 def predict_command() -> list[str]:
     """The installed ``flare-predict`` next to this Python, else its module form."""
     script = Path(sys.executable).with_name("flare-predict")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flare_helpers.infer"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flare_helpers", "predict"]
 
 
 def run_cli(args: list[str], backend: str, log: Path) -> tuple[float, float]:

@@ -4,7 +4,7 @@ Issue "data speed and memory": seconds and peak memory per case of
 
 * ours: ``flare_helpers.preprocess.build_entry``, the cache-entry build that
   ``preprocess_dataset`` / ``flare-preprocess`` / training run, with
-  ``data.load_case`` inside it (ISA-L gunzip, int16 → float32 HU, RAS
+  ``nifti.load_case`` inside it (ISA-L gunzip, int16 → float32 HU, RAS
   reorientation by views, body crop, separable trilinear resize, HU window,
   nearest label resize, SHA-256 fingerprints, .npy + meta.json written);
 * the original Colab notebook's recipe: ``nib.load(p).get_fdata()`` for the
@@ -58,8 +58,8 @@ from _report import (
 )
 from scipy import ndimage
 
+from flare_helpers.cases import Case, discover_cases
 from flare_helpers.config import Config, load_config
-from flare_helpers.data import Case, discover_cases
 from flare_helpers.infer import StageTimer
 from flare_helpers.preprocess import PreprocessParams, build_entry, preprocess_dataset
 from flare_helpers.synthetic import ORIENTATIONS, ZIP_ROOT, case_files
@@ -82,7 +82,7 @@ STAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("read both .nii.gz files", "pathlib.py", "read_bytes", None),
     ("gunzip both (ISA-L)", "isal/igzip.py", "decompress", None),
     ("NIfTI headers + array proxies", "nibabel/filebasedimages.py", "from_bytes", None),
-    ("image int16 → float32 HU", "flare_helpers/data.py", "_float32_voxels", None),
+    ("image int16 → float32 HU", "flare_helpers/nifti.py", "_float32_voxels", None),
     ("label value check (np.unique, all voxels)", "_arraysetops_impl.py", "unique", "load_label"),
     ("reorientation to RAS (views)", "nibabel/orientations.py", "apply_orientation", None),
     ("body crop (body_box)", "flare_helpers/preprocess.py", "body_box", None),

@@ -24,8 +24,8 @@ from pathlib import Path
 from _report import bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
-from flare_helpers.data import extract_zip
 from flare_helpers.evaluate import evaluate_model
+from flare_helpers.extract import extract_zip
 from flare_helpers.synthetic import write_synthetic_zip
 from flare_helpers.train import train
 

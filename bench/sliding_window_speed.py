@@ -82,8 +82,8 @@ def make_runs(tmp: Path, overrides: list[str]) -> dict[str, Path]:
 
 
 def run(args, tmp: Path) -> tuple[list[dict], float]:
-    from flare_helpers.data import load_image
     from flare_helpers.infer import StageTimer, load_predictor, predict_files
+    from flare_helpers.nifti import load_image
     from flare_helpers.preprocess import prepare_image
     from flare_helpers.sliding_window import window_count
     from flare_helpers.synthetic import case_files

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 from tqdm.auto import tqdm
 
-from flare_helpers.fileio import atomic_path, write_text_atomic
+from flare_helpers.fileio import atomic_path, read_history, write_text_atomic
 
 _CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.keras$")
 
@@ -59,20 +59,6 @@ class HistoryLog(keras.callbacks.Callback):
             (r["epoch"], r[monitor]) for r in self.rows if not math.isnan(r.get(monitor, math.nan))
         ]
         return max(scored, key=lambda item: (item[1], -item[0])) if scored else None
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a history CSV as dicts (epoch as int); empty list if the file is absent."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        rows = []
-        for raw in csv.DictReader(handle):
-            row = {k: (float(v) if v not in ("", None) else math.nan) for k, v in raw.items()}
-            row["epoch"] = int(row["epoch"])
-            rows.append(row)
-    return rows
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -23,13 +23,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from flare_helpers.config import Config
-from flare_helpers.data import Volume, load_case
 from flare_helpers.evaluate import PER_CASE_COLUMNS, EvaluationResult
-from flare_helpers.evaluate import _select_cases as select_cases
 from flare_helpers.infer import labels_from_probabilities
 from flare_helpers.labels import NSD_TOLERANCE_MM, OrganSet, one_hot
 from flare_helpers.metrics import score_case
+from flare_helpers.nifti import Volume, load_case
 from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_label
+from flare_helpers.splits import select_cases
 
 
 def ceiling_labels(image: Volume, label: Volume, cfg: Config) -> np.ndarray:
@@ -51,11 +51,13 @@ def ceiling_labels(image: Volume, label: Volume, cfg: Config) -> np.ndarray:
 def resolution_ceiling(
     data_dir: str | Path,
     cfg: Config,
-    case_ids: Sequence[str] | None = None,
+    case_ids: str | Sequence[str] = "all",
     *,
     progress: bool = True,
 ) -> EvaluationResult:
     """Ceiling scores of labelled cases: one row per case and organ, as a model evaluation.
+
+    ``case_ids`` is ``"all"`` (every labelled case) or a list of case ids.
 
     Raises:
         FlareError: no labelled cases, an unknown case id, or an unreadable file.

@@ -8,12 +8,18 @@ interrupted); ``--debug`` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flare_helpers.errors import FlareError
+
+if TYPE_CHECKING:
+    import pandas
 
 EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -54,6 +60,42 @@ def _run(
         )
         return EXIT_FAILURE
     return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of dict rows (same keys), columns aligned, for consoles and logs."""
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+    lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    return os.linesep.join(lines)
+
+
+def format_summary(summary_df: pandas.DataFrame) -> str:
+    """Console table of a :func:`summarize` result: mean ± std of DSC, NSD and HD95 per organ."""
+
+    def cell(row: pandas.Series, metric: str, digits: int) -> str:
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        if not math.isfinite(mean):
+            return "n/a"
+        text = f"{mean:.{digits}f}"
+        return f"{text} ± {std:.{digits}f}" if math.isfinite(std) else text
+
+    rows = [
+        {
+            "organ": row["organ"],
+            "DSC": cell(row, "dsc", 3),
+            "NSD": cell(row, "nsd", 3),
+            "HD95 mm": cell(row, "hd95_mm", 2),
+            "vol diff ml": cell(row, "volume_diff_ml", 1),
+            "cases": int(row["n_cases"]),
+            "HD95 undefined": int(row["hd95_undefined"]),
+        }
+        for _, row in summary_df.iterrows()
+    ]
+    return format_table(rows)
 
 
 # --------------------------------------------------------------------------- flare-synth
@@ -100,7 +142,9 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.data import describe_cases, discover_cases, extract_zip, format_table
+        from flare_helpers.cases import discover_cases
+        from flare_helpers.extract import extract_zip
+        from flare_helpers.nifti import describe_cases
 
         target = extract_zip(args.zip, args.out)
         found = discover_cases(target)
@@ -244,7 +288,7 @@ def series_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.series import run_series
+        from flare_helpers.runner import run_series
 
         out = run_series(args.profile, only=args.only)
         print(f"executed notebooks and parameters: {out}")
@@ -288,12 +332,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.evaluate import (
-            evaluate_model,
-            format_summary,
-            score_prediction_dir,
-            write_report,
-        )
+        from flare_helpers.evaluate import evaluate_model, score_prediction_dir, write_report
 
         if args.output is not None:
             out_dir, name = args.output.parent, args.output.name

@@ -21,3 +21,8 @@ class FlareError(Exception):
         self.path = None if path is None else Path(path)
         message = self.problem if self.path is None else f"{self.path}: {self.problem}"
         super().__init__(message)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

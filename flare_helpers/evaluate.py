@@ -2,13 +2,12 @@
 
 Predictions are FLARE22-id label files named like the ground truth
 (``<case_id>.nii.gz``) and must lie on the ground truth's grid (same shape and
-affine, as written by ``data.save_like``). Metrics are computed on that original
+affine, as written by ``nifti.save_like``). Metrics are computed on that original
 grid with the header spacing (:func:`flare_helpers.metrics.score_case`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +17,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flare_helpers.data import (
-    AFFINE_TOLERANCE_MM,
+from flare_helpers.cases import (
+    PREDICTIONS_DIRNAME,
     Case,
-    discover_cases,
-    format_table,
-    load_label,
     prediction_file,
+    prediction_path,
 )
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
 from flare_helpers.labels import DEFAULT_ORGANS, NSD_TOLERANCE_MM, ORGAN_COLORS, OrganSet
 from flare_helpers.metrics import score_case
+from flare_helpers.nifti import AFFINE_TOLERANCE_MM, load_label
+from flare_helpers.splits import select_cases
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -71,24 +70,17 @@ class EvaluationResult:
     per_case: pd.DataFrame
     missing: tuple[str, ...] = field(default=())
 
+    @property
+    def organs(self) -> tuple[str, ...]:
+        """The organs scored, in row order (e.g. for :func:`flare_helpers.viz.case_dice`)."""
+        return tuple(dict.fromkeys(self.per_case["organ"]))
+
     def summary(self) -> pd.DataFrame:
         """Per-organ statistics of :attr:`per_case` (see :func:`summarize`)."""
         return summarize(self.per_case)
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def _select_cases(data_dir: Path, case_ids: Sequence[str] | None) -> list[Case]:
-    labelled = {case.case_id: case for case in discover_cases(data_dir).labelled}
-    if not labelled:
-        raise FlareError("no ground-truth labels here (expected labels/<case>.nii.gz)", data_dir)
-    if case_ids is None:
-        return list(labelled.values())
-    unknown = [case_id for case_id in case_ids if case_id not in labelled]
-    if unknown:
-        raise FlareError(f"no ground-truth label for case(s) {', '.join(unknown)}", data_dir)
-    return [labelled[case_id] for case_id in case_ids]
 
 
 def _score_one(
@@ -144,7 +136,7 @@ def score_prediction_dir(
     if not pred_dir.is_dir():
         raise FlareError("prediction folder not found", pred_dir)
     organ_names = OrganSet(tuple(organs)).organs
-    cases = _select_cases(data_dir, case_ids)
+    cases = select_cases(data_dir, "all" if case_ids is None else case_ids)
     rows: list[dict] = []
     missing: list[str] = []
     for case in tqdm(cases, desc="score", unit="case", disable=not progress):
@@ -220,31 +212,6 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def format_summary(summary_df: pd.DataFrame) -> str:
-    """Console table of a :func:`summarize` result: mean ± std of DSC, NSD and HD95 per organ."""
-
-    def cell(row: pd.Series, metric: str, digits: int) -> str:
-        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-        if not math.isfinite(mean):
-            return "n/a"
-        text = f"{mean:.{digits}f}"
-        return f"{text} ± {std:.{digits}f}" if math.isfinite(std) else text
-
-    rows = [
-        {
-            "organ": row["organ"],
-            "DSC": cell(row, "dsc", 3),
-            "NSD": cell(row, "nsd", 3),
-            "HD95 mm": cell(row, "hd95_mm", 2),
-            "vol diff ml": cell(row, "volume_diff_ml", 1),
-            "cases": int(row["n_cases"]),
-            "HD95 undefined": int(row["hd95_undefined"]),
-        }
-        for _, row in summary_df.iterrows()
-    ]
-    return format_table(rows)
-
-
 # --------------------------------------------------------------------------- figures, files
 
 
@@ -312,41 +279,6 @@ def write_report(
 # --------------------------------------------------------------------------- model → scores
 
 
-def cases_for(model_path: str | Path, data_dir: str | Path, which: str = "test") -> list[str]:
-    """Case ids to evaluate: the run's held-out test split, or ``"all"`` labelled cases.
-
-    The test ids come from ``splits.json`` beside the model (the split the model
-    was trained with), so evaluation never scores a training case.
-
-    Raises:
-        FlareError: no split beside the model, an empty test split, or test cases
-            missing from ``data_dir`` (use ``which="all"`` for another data set).
-    """
-    labelled = [case.case_id for case in discover_cases(data_dir).labelled]
-    if which == "all":
-        return labelled
-    if which != "test":
-        raise FlareError(f"cases must be 'test' or 'all', got {which!r}")
-    from flare_helpers.splits import read_splits
-
-    splits_path = Path(model_path).parent / "splits.json"
-    if not splits_path.exists():
-        raise FlareError("no splits.json beside the model; evaluate all cases instead", splits_path)
-    test = read_splits(splits_path)["test"]
-    if not test:
-        raise FlareError(
-            "the test split is empty (too few cases?); evaluate all cases", splits_path
-        )
-    absent = [case_id for case_id in test if case_id not in labelled]
-    if absent:
-        raise FlareError(
-            f"test case(s) {', '.join(absent[:3])} are not labelled in this folder; "
-            "evaluate all cases of another data set with cases='all'",
-            data_dir,
-        )
-    return test
-
-
 def evaluate_model(
     model_path: str | Path,
     data_dir: str | Path,
@@ -364,28 +296,19 @@ def evaluate_model(
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     predictor = load_predictor(model_path)
-    case_ids = cases_for(model_path, data_dir, which)
-    cases = {case.case_id: case for case in discover_cases(data_dir).labelled}
-    pred_dir = out_dir / "predictions"
-    pairs = [(cases[c].image, pred_dir / f"{c}.nii.gz") for c in case_ids]
+    cases = select_cases(data_dir, which, model_path=model_path)
+    pred_dir = out_dir / PREDICTIONS_DIRNAME
+    pairs = [(case.image, prediction_path(pred_dir, case.case_id)) for case in cases]
     predict_files(predictor, pairs, overwrite=True, progress=progress)
     return score_prediction_dir(
-        pred_dir, data_dir, case_ids, predictor.organs.organs, progress=progress
+        pred_dir,
+        data_dir,
+        [case.case_id for case in cases],
+        predictor.organs.organs,
+        progress=progress,
     )
 
 
 def worst_case(result: EvaluationResult, metric: str = "dsc") -> str:
     """Case id with the lowest mean ``metric`` over organs (to look at first)."""
     return str(result.per_case.groupby("case")[metric].mean().idxmin())
-
-
-def dice_by_organ(result: EvaluationResult, case_id: str) -> dict[str, float]:
-    """``{organ: DSC}`` of one case, e.g. for a figure title."""
-    rows = result.per_case[result.per_case["case"] == case_id]
-    return {str(organ): float(dsc) for organ, dsc in zip(rows["organ"], rows["dsc"], strict=True)}
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import evaluate_main
-
-    raise SystemExit(evaluate_main())

@@ -7,9 +7,11 @@ either the old complete file or the new complete file, never a half-written one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -167,3 +169,43 @@ def read_json(path: str | Path) -> Any:
         raise FlareError("file not found", path) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FlareError(f"not valid JSON ({exc})", path) from exc
+
+
+def read_history(path: str | Path, *, required: bool = False) -> list[dict[str, float]]:
+    """Rows of a training-history CSV (one per epoch) as dicts; ``epoch`` as an int.
+
+    Empty cells are NaN (e.g. validation run every few epochs). A missing file
+    gives an empty list, so a fresh run starts an empty history.
+
+    Args:
+        path: the run's ``history.csv``.
+        required: refuse a missing file, an empty one or one without epochs.
+
+    Raises:
+        FlareError: a cell that is not a number; with ``required``, a missing or
+            empty file, or one without epochs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise FlareError("training history not found", path)
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            columns = reader.fieldnames
+            rows = [_history_row(raw) for raw in reader]
+        except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+            raise FlareError(f"not a readable CSV ({exc})", path) from exc
+    if required and columns is None:
+        raise FlareError("training history is empty", path)
+    if required and not rows:
+        raise FlareError("training history has no epochs yet", path)
+    return rows
+
+
+def _history_row(raw: dict) -> dict[str, float]:
+    row = {k: (float(v) if v not in ("", None) else math.nan) for k, v in raw.items()}
+    if "epoch" in row:
+        row["epoch"] = int(row["epoch"])
+    return row

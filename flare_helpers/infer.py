@@ -29,21 +29,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from flare_helpers.cases import NIFTI_EXTENSIONS, discover_cases, nifti_files, prediction_name
 from flare_helpers.config import Config, InferConfig, load_run_config
-from flare_helpers.data import (
-    IMAGE_SUFFIX,
-    NIFTI_EXTENSIONS,
-    Volume,
-    discover_cases,
-    load_image,
-    nifti_files,
-    nifti_stem,
-    one_line,
-    save_like,
-)
-from flare_helpers.errors import FlareError
+from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import refuse_existing, remove_stale_temps_of
 from flare_helpers.labels import OrganSet
+from flare_helpers.nifti import Volume, load_image, save_like
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
 from flare_helpers.sliding_window import PredictFn, mirrored, sliding_window_probabilities
@@ -144,7 +135,7 @@ def load_predictor(
     """
     import keras
 
-    from flare_helpers import dice_metrics, losses, model  # noqa: F401  (registers custom objects)
+    from flare_helpers import losses, model, train_metrics  # noqa: F401  (registers custom objects)
 
     model_path = Path(model_path)
     _check_model_file(model_path)
@@ -307,14 +298,6 @@ def predict_volume(
         return labels_on_grid(predictor, probs, box, image.data.shape)
 
 
-def output_name(image_path: str | Path) -> str:
-    """Prediction file name for an image: ``X_0000.nii.gz`` → ``X.nii.gz`` (FLARE22 naming)."""
-    stem = nifti_stem(image_path)
-    if stem.endswith(IMAGE_SUFFIX):
-        stem = stem[: -len(IMAGE_SUFFIX)]
-    return f"{stem}.nii.gz"
-
-
 def plan_outputs(input_path: str | Path, output_path: str | Path) -> list[tuple[Path, Path]]:
     """Pair each input image with its output file.
 
@@ -328,7 +311,7 @@ def plan_outputs(input_path: str | Path, output_path: str | Path) -> list[tuple[
     if input_path.is_file():
         if output_path.name.endswith(NIFTI_EXTENSIONS):
             return [(input_path, output_path)]
-        return [(input_path, output_path / output_name(input_path))]
+        return [(input_path, output_path / prediction_name(input_path))]
     if output_path.name.endswith(NIFTI_EXTENSIONS):
         raise FlareError("input is a folder, so the output must be a folder too", output_path)
     if (input_path / "images").is_dir():
@@ -337,7 +320,7 @@ def plan_outputs(input_path: str | Path, output_path: str | Path) -> list[tuple[
         images = nifti_files(input_path)
     if not images:
         raise FlareError("no .nii.gz images in this folder", input_path)
-    return [(image, output_path / output_name(image)) for image in images]
+    return [(image, output_path / prediction_name(image)) for image in images]
 
 
 def predict_files(
@@ -383,9 +366,3 @@ def predict_files(
                     written.append(save_like(labels, image, dst, overwrite=True))
                 bar.update()
     return written
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import predict_main
-
-    raise SystemExit(predict_main())

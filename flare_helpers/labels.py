@@ -36,8 +36,8 @@ FLARE22_IDS: dict[str, int] = {name: label for label, name in FLARE22_LABELS.ite
 #: The default training organs, in class order: class 1 liver … class 4 spleen.
 DEFAULT_ORGANS: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
 
-#: NSD tolerances in mm: liver 5, kidneys 3, spleen 3 (DESIGN.md); the other organs
-#: as in the official FLARE22 evaluation (JunMa11/FLARE, FLARE22_DSC_NSD_Eval.py).
+#: NSD tolerances in mm, per organ, as in the official FLARE22 evaluation
+#: (JunMa11/FLARE, FLARE22_DSC_NSD_Eval.py): liver 5, kidneys 3, spleen 3, and so on.
 NSD_TOLERANCE_MM: dict[str, float] = {
     "liver": 5.0,
     "right_kidney": 3.0,

@@ -175,12 +175,12 @@ def build_vnet(
     input_shape: Sequence[int | None],
     n_classes: int,
     *,
-    base_filters: int = 16,
-    depth: int = 4,
-    convs_per_stage: Sequence[int] = (1, 2, 3, 3, 3),
-    kernel_size: int = 5,
-    dropout: float = 0.0,
-    normalization: str = "none",
+    base_filters: int = ModelConfig.base_filters,
+    depth: int = ModelConfig.depth,
+    convs_per_stage: Sequence[int] = ModelConfig.convs_per_stage,
+    kernel_size: int = ModelConfig.kernel_size,
+    dropout: float = ModelConfig.dropout,
+    normalization: str = ModelConfig.normalization,
     dtype: str | None = None,
 ) -> keras.Model:
     """Build the VNet of Milletari et al. (2016).

@@ -48,11 +48,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from flare_helpers.cases import Case, discover_cases
 from flare_helpers.config import Config
-from flare_helpers.data import Case, Volume, discover_cases, load_case
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
+from flare_helpers.nifti import Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 
 CACHE_VERSION = 2
@@ -61,16 +62,20 @@ _HASH_CHUNK = 1 << 22
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    """Everything that determines a cache entry; a change rebuilds the entry."""
+    """Everything that determines a cache entry; a change rebuilds the entry.
 
-    target_shape: tuple[int, int, int] = (128, 128, 64)
-    hu_window: tuple[float, float] = (-160.0, 240.0)
-    crop_to_body: bool = True
-    body_threshold_hu: float = -500.0
-    crop_margin_mm: float = 5.0
-    organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
-    mode: str = "resize"
-    target_spacing: tuple[float, float, float] = (1.2, 1.2, 2.5)
+    Built with :meth:`from_config`: the defaults are those of
+    :class:`~flare_helpers.config.PreprocessConfig` and ``data.organs``.
+    """
+
+    target_shape: tuple[int, int, int]
+    hu_window: tuple[float, float]
+    crop_to_body: bool
+    body_threshold_hu: float
+    crop_margin_mm: float
+    organs: tuple[str, ...]
+    mode: str
+    target_spacing: tuple[float, float, float]
 
     @classmethod
     def from_config(cls, cfg: Config) -> PreprocessParams:
@@ -441,9 +446,3 @@ def preprocess_dataset(
         cfg.data.split_seed,
     )
     return CacheSummary(Path(cache_dir), len(manifest["cases"]), tuple(manifest["rebuilt"]), splits)
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import preprocess_main
-
-    raise SystemExit(preprocess_main())

@@ -1,14 +1,6 @@
-"""What the code runs on: Colab detection and the accelerator Keras will use."""
+"""What the code runs on: the Keras backend and the accelerator it will use."""
 
 from __future__ import annotations
-
-import os
-import sys
-
-
-def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
 def describe_device() -> str:

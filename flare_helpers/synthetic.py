@@ -350,9 +350,3 @@ def write_synthetic_zip(
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, payload)
     return dest
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import synth_main
-
-    raise SystemExit(synth_main())

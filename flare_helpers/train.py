@@ -160,9 +160,9 @@ def set_determinism(seed: int, deterministic: bool) -> None:
 
 def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
-    from flare_helpers.dice_metrics import training_metrics
     from flare_helpers.losses import DiceCELoss
     from flare_helpers.model import vnet_from_config
+    from flare_helpers.train_metrics import training_metrics
 
     precision = cfg.train.mixed_precision
     dtype = None if precision == "none" else precision
@@ -198,7 +198,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     Returns:
         ``(train, val)``; ``val`` is None when the split has no validation cases.
     """
-    from flare_helpers.dataset import FlareDataset
+    from flare_helpers.batches import FlareDataset
 
     organs = OrganSet.from_names(cfg.data.organs)
     common = {
@@ -362,9 +362,3 @@ def _result(paths: RunPaths, summary: dict, resumed_from: int) -> TrainResult:
         resumed_from=resumed_from,
         replicas=int(summary.get("replicas", 1)),
     )
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import train_main
-
-    raise SystemExit(train_main())

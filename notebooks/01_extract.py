@@ -60,10 +60,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from flare_helpers import data, series, synthetic
+from flare_helpers import cases, extract, nifti, runner, synthetic
 
-paths = series.series_paths(work_dir, data_root)
-zip_file = Path(series.resolve(zip_path, "FLARE_ZIP"))
+paths = runner.series_paths(work_dir, data_root)
+zip_file = Path(runner.resolve(zip_path, "FLARE_ZIP"))
 
 # %% [markdown]
 # ## Optional: a synthetic data set
@@ -86,7 +86,7 @@ zip_file
 # idempotent: running the cell again does nothing; an interrupted run is completed.
 
 # %%
-data_dir = data.extract_zip(zip_file, paths.data_root)
+data_dir = extract.extract_zip(zip_file, paths.data_root)
 data_dir
 
 # %% [markdown]
@@ -98,9 +98,9 @@ data_dir
 # for the network and writes results back in the file's own orientation.
 
 # %%
-found = data.discover_cases(data_dir)
+found = cases.discover_cases(data_dir)
 for path in found.unlabelled:
     print(f"no label for {path.name}: it can be predicted, not trained on")
 for path in found.orphan_labels:
     print(f"label {path.name} has no image: ignored")
-pd.DataFrame(data.describe_cases(found.cases))
+pd.DataFrame(nifti.describe_cases(found.cases))

@@ -60,10 +60,10 @@ case_id = ""  # case to show (empty: the first training case)
 
 # %%
 # %matplotlib inline
-from flare_helpers import preprocess, series, viz
+from flare_helpers import preprocess, runner, viz
 
-paths = series.series_paths(work_dir, data_root)
-cfg = series.notebook_config(paths, config_path, overrides)
+paths = runner.series_paths(work_dir, data_root)
+cfg = runner.notebook_config(paths, config_path, overrides)
 
 # %% [markdown]
 # ## Fill the cache

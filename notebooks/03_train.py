@@ -61,10 +61,10 @@ learning_rate = 0.0001
 
 # %%
 # %matplotlib inline
-from flare_helpers import labels, runtime, series, train, viz
+from flare_helpers import labels, runner, runtime, train, viz
 
-paths = series.series_paths(work_dir, data_root)
-cfg = series.notebook_config(
+paths = runner.series_paths(work_dir, data_root)
+cfg = runner.notebook_config(
     paths,
     config_path,
     [

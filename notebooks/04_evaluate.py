@@ -49,9 +49,9 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 
 # %%
 # %matplotlib inline
-from flare_helpers import evaluate, series, viz
+from flare_helpers import evaluate, runner, viz
 
-paths = series.series_paths(work_dir, data_root)
+paths = runner.series_paths(work_dir, data_root)
 
 # %% [markdown]
 # ## Predict and score
@@ -93,6 +93,6 @@ viz.plot_case(
     arrays.spacing,
     gt=arrays.gt,
     pred=arrays.pred,
-    dice=evaluate.dice_by_organ(result, worst),
+    dice=viz.case_dice(arrays, result.organs),
     title=worst,
 )

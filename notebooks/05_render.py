@@ -49,9 +49,9 @@ video_fps = 12
 
 # %%
 # %matplotlib inline
-from flare_helpers import series, viz
+from flare_helpers import runner, viz
 
-paths = series.series_paths(work_dir, data_root)
+paths = runner.series_paths(work_dir, data_root)
 predicted = viz.predicted_cases(paths.predictions_dir)
 shown = case_id or predicted[0]
 load_case = viz.case_loader(paths.data_dir, paths.predictions_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flare_helpers.data import extract_zip
+from flare_helpers.extract import extract_zip
 from flare_helpers.synthetic import write_synthetic_zip
 
 REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"

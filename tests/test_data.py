@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers import data
+from flare_helpers import cases, extract, nifti
 from flare_helpers.cli import extract_main
 from flare_helpers.errors import FlareError
 from flare_helpers.synthetic import case_files, make_phantom
@@ -41,10 +41,10 @@ def test_extract_layout_and_case_table(synthetic_zip, tmp_path, capsys):
 
 
 def test_extract_is_idempotent_and_repairs_interrupted_runs(synthetic_zip, tmp_path):
-    target = data.extract_zip(synthetic_zip, tmp_path, progress=False)
+    target = extract.extract_zip(synthetic_zip, tmp_path, progress=False)
     image = target / "images" / "FLARE22_Tr_0002_0000.nii.gz"
     before = {p: p.stat().st_mtime_ns for p in target.rglob("*.nii.gz")}
-    data.extract_zip(synthetic_zip, tmp_path, progress=False)
+    extract.extract_zip(synthetic_zip, tmp_path, progress=False)
     assert {p: p.stat().st_mtime_ns for p in target.rglob("*.nii.gz")} == before
 
     # Simulate a crash: no completion marker, one file cut short, one missing.
@@ -52,19 +52,19 @@ def test_extract_is_idempotent_and_repairs_interrupted_runs(synthetic_zip, tmp_p
     (target / ".extracted.json").unlink()
     image.write_bytes(good[: len(good) // 2])
     (target / "labels" / "FLARE22_Tr_0003.nii.gz").unlink()
-    data.extract_zip(synthetic_zip, tmp_path, progress=False)
+    extract.extract_zip(synthetic_zip, tmp_path, progress=False)
     assert image.read_bytes() == good
     assert (target / "labels" / "FLARE22_Tr_0003.nii.gz").exists()
     assert not list(target.rglob(".*tmp-*"))
 
 
 def test_extract_same_size_corruption_without_marker_is_not_trusted(synthetic_zip, tmp_path):
-    target = data.extract_zip(synthetic_zip, tmp_path, progress=False)
+    target = extract.extract_zip(synthetic_zip, tmp_path, progress=False)
     label = target / "labels" / "FLARE22_Tr_0001.nii.gz"
     good = label.read_bytes()
     (target / ".extracted.json").unlink()
     label.write_bytes(bytes(len(good)))  # same size, wrong content
-    data.extract_zip(synthetic_zip, tmp_path, progress=False)
+    extract.extract_zip(synthetic_zip, tmp_path, progress=False)
     assert label.read_bytes() == good
 
 
@@ -74,8 +74,8 @@ def test_extract_handles_nested_or_flat_zips(tmp_path, prefix):
     members = {prefix + name.split("/", 1)[1]: payload for name, payload in files.items()}
     members["__MACOSX/._junk"] = b"x"
     zip_path = _zip_with(tmp_path / "nested.zip", members)
-    target = data.extract_zip(zip_path, tmp_path / "out", progress=False)
-    found = data.discover_cases(target)
+    target = extract.extract_zip(zip_path, tmp_path / "out", progress=False)
+    found = cases.discover_cases(target)
     assert [c.case_id for c in found.labelled] == ["FLARE22_Tr_0001"]
     assert not (tmp_path / "out" / "__MACOSX").exists()
 
@@ -87,7 +87,7 @@ def test_extract_refuses_members_escaping_the_target(tmp_path, member):
     files = case_files(1, 1, (16, 16, 8))
     zip_path = _zip_with(tmp_path / "evil.zip", {**files, member: b"payload"})
     with pytest.raises(FlareError, match="refusing"):
-        data.extract_zip(zip_path, tmp_path / "out", progress=False)
+        extract.extract_zip(zip_path, tmp_path / "out", progress=False)
     assert not (tmp_path / "evil.nii.gz").exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nii.gz"))
 
@@ -110,7 +110,7 @@ def test_extract_cli_errors_are_one_line(tmp_path, capsys):
 def test_extract_zip_without_images_folder(tmp_path):
     zip_path = _zip_with(tmp_path / "other.zip", {"readme.txt": b"hi"})
     with pytest.raises(FlareError, match="no images/ folder"):
-        data.extract_zip(zip_path, tmp_path / "out", progress=False)
+        extract.extract_zip(zip_path, tmp_path / "out", progress=False)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -119,7 +119,7 @@ def test_extract_zip_without_images_folder(tmp_path):
 def test_discover_reports_unpaired_files(synthetic_copy):
     (synthetic_copy / "labels" / "FLARE22_Tr_0002.nii.gz").unlink()
     (synthetic_copy / "images" / "FLARE22_Tr_0005_0000.nii.gz").unlink()
-    found = data.discover_cases(synthetic_copy)
+    found = cases.discover_cases(synthetic_copy)
     assert [c.case_id for c in found.labelled] == [
         "FLARE22_Tr_0001",
         "FLARE22_Tr_0003",
@@ -132,10 +132,10 @@ def test_discover_reports_unpaired_files(synthetic_copy):
 
 def test_discover_missing_folders(tmp_path):
     with pytest.raises(FlareError, match="data folder not found"):
-        data.discover_cases(tmp_path / "nope")
+        cases.discover_cases(tmp_path / "nope")
     (tmp_path / "d").mkdir()
     with pytest.raises(FlareError, match="no images/ folder"):
-        data.discover_cases(tmp_path / "d")
+        cases.discover_cases(tmp_path / "d")
 
 
 # --------------------------------------------------------------------------- loading
@@ -145,12 +145,12 @@ def test_discover_missing_folders(tmp_path):
 def test_loading_reorients_to_ras_exactly(synthetic_data, case_number):
     """Whatever the file order (LPS, RAS, LAS, RPI), the canonical array is the phantom's RAS array."""
     image, label, affine = make_phantom(7, case_number, (64, 64, 32))
-    case = data.Case(
+    case = cases.Case(
         f"FLARE22_Tr_{case_number:04d}",
         synthetic_data / "images" / f"FLARE22_Tr_{case_number:04d}_0000.nii.gz",
         synthetic_data / "labels" / f"FLARE22_Tr_{case_number:04d}.nii.gz",
     )
-    img, lab = data.load_case(case)
+    img, lab = nifti.load_case(case)
     assert img.data.dtype == np.float32 and lab.data.dtype == np.uint8
     np.testing.assert_array_equal(img.data, image.astype(np.float32))
     np.testing.assert_array_equal(lab.data, label)
@@ -162,8 +162,8 @@ def test_loading_reorients_to_ras_exactly(synthetic_data, case_number):
 
 
 def test_real_ct_loads_with_organs_on_the_right_sides(real_ct):
-    case = data.discover_cases(real_ct).labelled[0]
-    img, lab = data.load_case(case)
+    case = cases.discover_cases(real_ct).labelled[0]
+    img, lab = nifti.load_case(case)
     assert img.data.shape == (122, 101, 30) and img.spacing == (3.0, 3.0, 3.0)
     assert img.data.min() >= -1100 and img.data.max() <= 1207
 
@@ -177,8 +177,8 @@ def test_real_ct_loads_with_organs_on_the_right_sides(real_ct):
 
 def test_save_like_overlays_the_reference(synthetic_data, tmp_path):
     image_path = synthetic_data / "images" / "FLARE22_Tr_0001_0000.nii.gz"
-    label = data.load_label(synthetic_data / "labels" / "FLARE22_Tr_0001.nii.gz")
-    out = data.save_like(label.data, image_path, tmp_path / "pred.nii.gz")
+    label = nifti.load_label(synthetic_data / "labels" / "FLARE22_Tr_0001.nii.gz")
+    out = nifti.save_like(label.data, image_path, tmp_path / "pred.nii.gz")
     ref, written = nib.load(image_path), nib.load(out)
     assert written.shape == ref.shape
     np.testing.assert_array_equal(written.affine, ref.affine)
@@ -190,7 +190,7 @@ def test_save_like_overlays_the_reference(synthetic_data, tmp_path):
         np.asarray(nib.load(synthetic_data / "labels" / "FLARE22_Tr_0001.nii.gz").dataobj),
     )
     with pytest.raises(FlareError, match="overwrite"):
-        data.save_like(label.data, image_path, out, overwrite=False)
+        nifti.save_like(label.data, image_path, out, overwrite=False)
 
 
 def test_image_with_scaling_is_read_as_float32(tmp_path):
@@ -199,7 +199,7 @@ def test_image_with_scaling_is_read_as_float32(tmp_path):
     img.header.set_slope_inter(2.0, -1024.0)
     path = tmp_path / "scaled.nii.gz"
     nib.save(img, path)
-    vol = data.load_image(path)
+    vol = nifti.load_image(path)
     assert vol.data.dtype == np.float32
     np.testing.assert_array_equal(vol.data, raw.astype(np.float32) * 2 - 1024)
 
@@ -237,18 +237,18 @@ def test_bad_images_give_one_line_errors(tmp_path):
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
     for path, message in expectations.items():
         with pytest.raises(FlareError, match=message) as info:
-            data.load_image(path)
+            nifti.load_image(path)
         text = str(info.value)
         assert str(path) in text and "\n" not in text
 
 
 def test_singleton_fourth_dimension_is_accepted(tmp_path):
     path = _write_nifti(tmp_path / "t.nii.gz", np.ones((4, 5, 6, 1), np.int16))
-    assert data.load_image(path).data.shape == (4, 5, 6)
+    assert nifti.load_image(path).data.shape == (4, 5, 6)
 
 
 def test_bad_labels_are_refused(tmp_path):
-    ref = data.read_geometry(_write_nifti(tmp_path / "img.nii.gz", np.zeros((6, 6, 4), np.int16)))
+    ref = nifti.read_geometry(_write_nifti(tmp_path / "img.nii.gz", np.zeros((6, 6, 4), np.int16)))
     fractional = np.zeros((6, 6, 4), np.float32)
     fractional[0, 0, 0] = 0.5
     unexpected = np.zeros((6, 6, 4), np.int16)
@@ -267,13 +267,13 @@ def test_bad_labels_are_refused(tmp_path):
     for name, (array, affine, message) in cases.items():
         path = _write_nifti(tmp_path / f"{name}.nii.gz", array, affine)
         with pytest.raises(FlareError, match=message):
-            data.load_label(path, ref)
+            nifti.load_label(path, ref)
 
 
 def test_integral_float_labels_are_accepted(tmp_path):
     labels = np.zeros((4, 4, 4), np.float32)
     labels[1, 1, 1] = 13
-    vol = data.load_label(_write_nifti(tmp_path / "l.nii.gz", labels))
+    vol = nifti.load_label(_write_nifti(tmp_path / "l.nii.gz", labels))
     assert vol.data.dtype == np.uint8 and vol.data.max() == 13
 
 
@@ -287,9 +287,9 @@ def test_header_spacing_that_disagrees_with_the_affine_is_refused(tmp_path):
     nib.save(img, path)
     assert nib.load(path).header.get_zooms()[:3] == (1.0, 1.0, 3.0)
     with pytest.raises(FlareError, match=r"header voxel size 1 × 1 × 3 mm disagrees") as caught:
-        data.load_image(path)
+        nifti.load_image(path)
     assert str(caught.value).startswith(str(path))
     # within 1 %: accepted, spacing from the header
     img.header.set_zooms((2.01, 2.0, 3.0))
     nib.save(img, path)
-    assert data.load_image(path).spacing == pytest.approx((2.01, 2.0, 3.0))
+    assert nifti.load_image(path).spacing == pytest.approx((2.01, 2.0, 3.0))

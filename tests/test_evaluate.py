@@ -14,19 +14,20 @@ import pytest
 from scipy import ndimage
 from test_metrics import OFFICIAL_TOLERANCE, official_flare22_scores
 
-from flare_helpers.data import discover_cases, load_label, save_like
+from flare_helpers.cases import discover_cases
+from flare_helpers.cli import format_summary
 from flare_helpers.errors import FlareError
 from flare_helpers.evaluate import (
     ALL_ORGANS,
     PER_CASE_COLUMNS,
     EvaluationResult,
-    format_summary,
     plot_boxplots,
     score_prediction_dir,
     summarize,
     write_report,
 )
 from flare_helpers.labels import FLARE22_IDS, ORGAN_COLORS
+from flare_helpers.nifti import load_label, save_like
 from flare_helpers.synthetic import reorient
 
 LIVER = FLARE22_IDS["liver"]

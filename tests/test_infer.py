@@ -12,9 +12,9 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from flare_helpers import infer, preprocess
 from flare_helpers.cli import evaluate_main, predict_main
-from flare_helpers.data import load_image, load_label
 from flare_helpers.errors import FlareError
 from flare_helpers.metrics import dice
+from flare_helpers.nifti import load_image, load_label
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
 from flare_helpers.synthetic import make_phantom
 

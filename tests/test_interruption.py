@@ -1,7 +1,7 @@
 """Killed midway (SIGKILL, as a Colab disconnect does), rerun, and nothing is lost or wrong.
 
-Extraction and preprocessing run as real processes (``python -m flare_helpers.data``
-/ ``flare_helpers.preprocess``), are killed as soon as their first output
+Extraction and preprocessing run as real processes (``python -m flare_helpers extract``
+/ ``preprocess``), are killed as soon as their first output
 appears, and are run again; the result must equal an uninterrupted run byte for
 byte. Reproducibility: two fresh runs with the same seed and settings, one
 serial and one parallel, give bit-identical caches.
@@ -25,9 +25,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from flare_helpers.cases import discover_cases
 from flare_helpers.config import load_config
-from flare_helpers.data import discover_cases, extract_zip
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
 from flare_helpers.fileio import is_temp_name
 from flare_helpers.preprocess import preprocess_dataset
 from flare_helpers.synthetic import write_synthetic_zip
@@ -36,8 +37,8 @@ SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
 
 
-def _cli(module: str, *args: object) -> list[str]:
-    return [sys.executable, "-m", f"flare_helpers.{module}", *map(str, args)]
+def _cli(command: str, *args: object) -> list[str]:
+    return [sys.executable, "-m", "flare_helpers", command, *map(str, args)]
 
 
 def _kill_when(command: list[str], ready: Callable[[], bool], env=ENV) -> int:
@@ -122,7 +123,7 @@ def test_killed_extraction_resumes_to_identical_files(tmp_path):
     for attempt in range(3):  # retried only if the kill missed the middle of a write
         out = tmp_path / f"out{attempt}"
         target = out / "FLARE22Train"
-        command = _cli("data", "--zip", zip_path, "--out", out)
+        command = _cli("extract", "--zip", zip_path, "--out", out)
         status = _kill_when(command, lambda target=target: _mid_write(target))
         if status == -signal.SIGKILL and _temporaries(target):
             break

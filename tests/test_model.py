@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from flare_helpers.config import ModelConfig
-from flare_helpers.dice_metrics import training_metrics
 from flare_helpers.errors import FlareError
 from flare_helpers.losses import DiceCELoss
 from flare_helpers.model import build_vnet, count_parameters, vnet_from_config
+from flare_helpers.train_metrics import training_metrics
 
 TINY = {"base_filters": 4, "depth": 2, "convs_per_stage": (1, 1, 1), "kernel_size": 3}
 
@@ -142,7 +142,7 @@ JAX_TRAINING = textwrap.dedent(
     import json
     import keras
     import numpy as np
-    from flare_helpers.dice_metrics import training_metrics
+    from flare_helpers.train_metrics import training_metrics
     from flare_helpers.losses import DiceCELoss
     from flare_helpers.model import build_vnet
 

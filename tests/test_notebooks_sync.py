@@ -68,6 +68,6 @@ def test_one_parameters_cell_of_literals(source):
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebooks_define_no_functions(source):
-    """Notebooks orchestrate; flare_helpers computes (STYLE.md rule 1)."""
+    """Notebooks orchestrate; flare_helpers computes (no function defined in a cell)."""
     text = source.read_text()
     assert "\ndef " not in text and "\nclass " not in text

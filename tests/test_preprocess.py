@@ -13,10 +13,12 @@ import pytest
 from scipy import ndimage
 
 from flare_helpers import preprocess as pp
+from flare_helpers.cases import Case, discover_cases
 from flare_helpers.cli import preprocess_main
 from flare_helpers.config import load_config
-from flare_helpers.data import Case, Geometry, Volume, discover_cases, extract_zip, load_case
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
+from flare_helpers.nifti import Geometry, Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest, resize_probabilities_argmax
 from flare_helpers.splits import load_or_make_splits, make_splits
 from flare_helpers.synthetic import write_synthetic_zip
@@ -261,6 +263,16 @@ def test_splits_are_seeded_disjoint_and_complete():
     assert a != make_splits(ids, 0.1, 0.2, seed=4)
     tiny = make_splits(["a", "b"], 0.1, 0.2, seed=0)
     assert tiny == {"train": ["a", "b"], "val": [], "test": []}
+
+
+def test_split_is_the_one_scikit_learn_made():
+    """Pinned: the draw of train_test_split(random_state=3) twice, so old splits stay valid."""
+    ids = [f"c{i:03d}" for i in range(20)]
+    assert make_splits(ids, 0.1, 0.2, seed=3) == {
+        "train": [f"c{i:03d}" for i in (0, 3, 4, 5, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19)],
+        "val": ["c008", "c011"],
+        "test": ["c001", "c002", "c014", "c017"],
+    }
 
 
 def test_saved_split_is_reused_and_new_cases_join_training(tmp_path):

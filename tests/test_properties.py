@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from flare_helpers import data
+from flare_helpers import nifti
 from flare_helpers.labels import FLARE22_IDS, OrganSet
 from flare_helpers.metrics import dice, hd95, normalized_surface_dice, score_case, volume_ml
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
@@ -61,8 +61,8 @@ def test_load_canonicalise_and_save_back_is_exact(affine, shape, seed):
         nib.save(nib.Nifti1Image(image, affine), tmp / "ct.nii.gz")
         nib.save(nib.Nifti1Image(labels, affine), tmp / "lab.nii.gz")
         stored = nib.load(tmp / "ct.nii.gz")
-        ct = data.load_image(tmp / "ct.nii.gz")
-        lab = data.load_label(tmp / "lab.nii.gz", ct.geometry)
+        ct = nifti.load_image(tmp / "ct.nii.gz")
+        lab = nifti.load_label(tmp / "lab.nii.gz", ct.geometry)
 
         # canonical: voxel axes run toward R, A, S
         canonical_affine = stored.affine @ nib.orientations.inv_ornt_aff(ct.geometry.ornt, shape)
@@ -73,7 +73,7 @@ def test_load_canonicalise_and_save_back_is_exact(affine, shape, seed):
             ct.spacing, np.linalg.norm(canonical_affine[:3, :3], axis=0), rtol=1e-5
         )
 
-        out = data.save_like(lab.data, ct, tmp / "pred.nii.gz")
+        out = nifti.save_like(lab.data, ct, tmp / "pred.nii.gz")
         written = nib.load(out)
         np.testing.assert_array_equal(np.asarray(written.dataobj), labels)
         np.testing.assert_array_equal(written.affine, stored.affine)

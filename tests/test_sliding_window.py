@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from flare_helpers import infer
-from flare_helpers.data import load_image
+from flare_helpers.nifti import load_image
 from flare_helpers.sliding_window import (
     gaussian_importance,
     mirrored,

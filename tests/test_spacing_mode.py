@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 
 from flare_helpers import preprocess as pp
+from flare_helpers.batches import FlareDataset
+from flare_helpers.cases import Case
 from flare_helpers.ceiling import ceiling_labels, resolution_ceiling
 from flare_helpers.cli import evaluate_main, synth_main
 from flare_helpers.config import load_config
-from flare_helpers.data import Case, extract_zip, load_case
-from flare_helpers.dataset import FlareDataset
+from flare_helpers.extract import extract_zip
 from flare_helpers.labels import OrganSet
 from flare_helpers.metrics import score_case
+from flare_helpers.nifti import load_case
 from flare_helpers.patches import cut_patch, patch_start
 from flare_helpers.resample import shape_for_spacing
 from flare_helpers.synthetic import make_phantom, write_synthetic_zip

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL
 
-from flare_helpers.callbacks import latest_checkpoint, lr_schedule, read_history
+from flare_helpers.callbacks import latest_checkpoint, lr_schedule
 from flare_helpers.config import load_config
-from flare_helpers.data import extract_zip
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
+from flare_helpers.fileio import read_history
 from flare_helpers.synthetic import write_synthetic_zip
 from flare_helpers.train import RunPaths, train
 
@@ -41,7 +42,7 @@ def _cfg(data: Path, cache: Path, run: Path, *extra: str):
 def _flare_train(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
-        [sys.executable, "-m", "flare_helpers.train", *args],
+        [sys.executable, "-m", "flare_helpers", "train", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -20,10 +20,11 @@ from test_viz import organ_pixels, read_mp4
 
 from flare_helpers import infer
 from flare_helpers.cli import visualize_main
-from flare_helpers.data import load_label
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import DEFAULT_ORGANS, FLARE22_IDS
 from flare_helpers.metrics import dice
+from flare_helpers.nifti import load_label
+from flare_helpers.splits import select_cases
 from flare_helpers.viz import plot_case, report, visualize_cases
 from flare_helpers.viz.render3d import Turntable
 
@@ -165,18 +166,24 @@ def test_nothing_to_render_warns_and_skips_the_video(
     assert files_under(out) == set(written)
 
 
-def test_choose_cases(tiny_run, synthetic_copy):
+def test_select_cases(tiny_run, synthetic_copy):
     model = tiny_run / "best.keras"
     (synthetic_copy / "labels" / "FLARE22_Tr_0001.nii.gz").unlink()
-    ids = [case.case_id for case in report.choose_cases(model, synthetic_copy, "all")]
-    assert ids == [f"FLARE22_Tr_{n:04d}" for n in range(1, 7)]  # unlabelled 0001 included
-    assert [c.case_id for c in report.choose_cases(model, synthetic_copy, None)] == list(TEST_CASES)
-    picked = report.choose_cases(model, synthetic_copy, ["FLARE22_Tr_0003", "FLARE22_Tr_0003"])
-    assert [c.case_id for c in picked] == ["FLARE22_Tr_0003"]
+
+    def chosen(which, labelled=False):
+        found = select_cases(synthetic_copy, which, model_path=model, labelled=labelled)
+        return [case.case_id for case in found]
+
+    assert chosen("all") == [f"FLARE22_Tr_{n:04d}" for n in range(1, 7)]  # unlabelled 0001 in
+    assert chosen("all", labelled=True) == [f"FLARE22_Tr_{n:04d}" for n in range(2, 7)]
+    assert chosen(None) == chosen("test", labelled=True) == list(TEST_CASES)
+    assert chosen(["FLARE22_Tr_0003", "FLARE22_Tr_0003"]) == ["FLARE22_Tr_0003"]
     with pytest.raises(FlareError, match="no image for case.*FLARE22_Tr_0042"):
-        report.choose_cases(model, synthetic_copy, ["FLARE22_Tr_0042"])
+        chosen(["FLARE22_Tr_0042"])
+    with pytest.raises(FlareError, match="no ground-truth label for case.*FLARE22_Tr_0001"):
+        chosen(["FLARE22_Tr_0001"], labelled=True)
     with pytest.raises(FlareError, match="no cases chosen"):
-        report.choose_cases(model, synthetic_copy, [])
+        chosen([])
 
 
 # --------------------------------------------------------------------------- command line
@@ -257,7 +264,7 @@ def test_console_script_and_module_entry_point():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "flare-visualize"]
     assert script.value == "flare_helpers.cli:visualize_main"
     result = subprocess.run(
-        [sys.executable, "-m", "flare_helpers.viz.report", "--help"],
+        [sys.executable, "-m", "flare_helpers", "visualize", "--help"],
         capture_output=True,
         text=True,
         check=False,

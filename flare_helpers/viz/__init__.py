@@ -7,7 +7,8 @@ FLARE22 ids, and colours organs with ``labels.ORGAN_COLORS`` in 2D and 3D alike.
 and writes both pictures of each.
 """
 
-from flare_helpers.viz.cases import cached_case, case_loader, predicted_cases
+from flare_helpers.cases import predicted_cases
+from flare_helpers.viz.cases import cached_case, case_loader
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
@@ -39,7 +40,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The report pulls in inference and evaluation: imported on first use, it keeps
-    # `import flare_helpers.viz` light and `python -m flare_helpers.viz.report` clean.
+    # `import flare_helpers.viz` light.
     if name in ("case_dice", "visualize_cases"):
         from flare_helpers.viz import report
 

@@ -8,35 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from flare_helpers.data import (
-    NIFTI_EXTENSIONS,
-    Case,
-    discover_cases,
-    load_image,
-    load_label,
-    prediction_file,
-)
+from flare_helpers.cases import Case, discover_cases, prediction_file
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json
 from flare_helpers.labels import OrganSet
+from flare_helpers.nifti import load_image, load_label
 from flare_helpers.preprocess import entry_dir
 from flare_helpers.viz.planes import CaseArrays
-
-
-def predicted_cases(pred_dir: str | Path) -> list[str]:
-    """Case ids that have a prediction file in ``pred_dir`` (sorted)."""
-    folder = Path(pred_dir)
-    if not folder.is_dir():
-        raise FlareError("prediction folder not found (run notebook 04 or flare-evaluate)", folder)
-    ids = sorted(
-        p.name[: -len(ext)]
-        for p in folder.iterdir()
-        for ext in NIFTI_EXTENSIONS
-        if p.is_file() and p.name.endswith(ext)
-    )
-    if not ids:
-        raise FlareError("no predictions here", folder)
-    return ids
 
 
 def _load(cases: Mapping[str, Case], pred_dir: Path | None, case_id: str) -> CaseArrays:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from flare_helpers.errors import FlareError
+from flare_helpers.fileio import read_history
 from flare_helpers.labels import DEFAULT_ORGANS, FLARE22_IDS, ORGAN_COLORS
 from flare_helpers.viz.planes import display_name
 
@@ -20,22 +20,6 @@ _MEAN_COLOUR = (0.1, 0.1, 0.1)
 _OTHER_COLOUR = (0.5, 0.5, 0.5)
 _STYLES = (("--", "train"), ("-", "validation"))
 _MARKERS_UP_TO = 30  # points are marked on short runs, where lines alone hide single epochs
-
-
-def read_history(history_csv: str | Path) -> pd.DataFrame:
-    """Read a CSVLogger file (one row per epoch); FlareError if missing, unreadable or empty."""
-    path = Path(history_csv)
-    if not path.is_file():
-        raise FlareError("training history not found", path)
-    try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise FlareError("training history is empty", path) from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise FlareError(f"not a readable CSV ({exc})", path) from exc
-    if table.empty:
-        raise FlareError("training history has no epochs yet", path)
-    return table
 
 
 def history_organs(columns) -> list[str]:
@@ -59,7 +43,7 @@ def plot_training_curves(history_csv: str | Path) -> Figure:
         FlareError: the file is missing, empty or not a CSV.
     """
     path = Path(history_csv)
-    table = read_history(path)
+    table = pd.DataFrame(read_history(path, required=True))
     epochs = table["epoch"].to_numpy() if "epoch" in table else np.arange(len(table))
     fig = Figure(figsize=(11, 4), dpi=100, layout="constrained")
     loss_ax, dice_ax = fig.subplots(1, 2)

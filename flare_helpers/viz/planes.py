@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flare_helpers.config import PreprocessConfig
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import ORGAN_COLORS, OrganSet
 
@@ -33,8 +34,8 @@ ORIENTATION_LETTERS: dict[str, tuple[str, str, str, str]] = {
     "coronal": ("R", "L", "S", "I"),
     "sagittal": ("A", "P", "S", "I"),
 }
-#: Abdominal soft-tissue window (level 40, width 400) in HU.
-DEFAULT_HU_WINDOW: tuple[float, float] = (-160.0, 240.0)
+#: Abdominal soft-tissue window in HU: the network's input window (``preprocess.hu_window``).
+DEFAULT_HU_WINDOW: tuple[float, float] = PreprocessConfig.hu_window
 DEFAULT_ALPHA = 0.45
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.data import Case, discover_cases
+from flare_helpers.cases import PREDICTIONS_DIRNAME, visualize_paths
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import DEFAULT_ORGANS
+from flare_helpers.splits import select_cases
 from flare_helpers.viz.cases import case_loader
 from flare_helpers.viz.planes import CaseArrays, organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
@@ -33,45 +34,6 @@ from flare_helpers.viz.slices import plot_case, save_figure
 
 #: ``cases`` values that name a group of cases rather than case ids.
 CASE_GROUPS: tuple[str, ...] = ("test", "all")
-
-
-def choose_cases(
-    model_path: str | Path, data_dir: str | Path, cases: str | Sequence[str] | None = "test"
-) -> list[Case]:
-    """The cases to show: the run's test split, ``"all"`` images, or the given case ids.
-
-    ``"test"`` (or None) reads ``splits.json`` beside the model, as
-    :func:`flare_helpers.evaluate.cases_for` does; ``"all"`` and explicit ids
-    include images without a label.
-
-    Raises:
-        FlareError: no images in ``data_dir``, no usable test split, or an unknown id.
-    """
-    found = {case.case_id: case for case in discover_cases(data_dir).cases}
-    if cases is None or cases == "test":
-        from flare_helpers.evaluate import cases_for
-
-        ids = cases_for(model_path, data_dir, "test")
-    elif cases == "all":
-        ids = list(found)
-    else:
-        ids = [cases] if isinstance(cases, str) else [str(c) for c in cases]
-        if not ids:
-            raise FlareError("no cases chosen (give 'test', 'all' or case ids)")
-        unknown = [case_id for case_id in ids if case_id not in found]
-        if unknown:
-            raise FlareError(f"no image for case(s) {', '.join(unknown)}", data_dir)
-    return [found[case_id] for case_id in dict.fromkeys(ids)]
-
-
-def output_paths(out_dir: str | Path, case_id: str) -> dict[str, Path]:
-    """Where one case's ``prediction``, ``slices`` figure and ``video`` go under ``out_dir``."""
-    out_dir = Path(out_dir)
-    return {
-        "prediction": out_dir / "predictions" / f"{case_id}.nii.gz",
-        "slices": out_dir / f"{case_id}_slices.png",
-        "video": out_dir / f"{case_id}_organs.mp4",
-    }
 
 
 def case_dice(
@@ -129,15 +91,15 @@ def visualize_cases(
     if not (np.isfinite(seconds) and seconds > 0) or int(fps) < 1:
         raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
     predictor = load_predictor(model_path)
-    cases = choose_cases(model_path, data_dir, case_ids)
-    planned = {case.case_id: output_paths(out_dir, case.case_id) for case in cases}
+    cases = select_cases(data_dir, case_ids, model_path=model_path, labelled=False)
+    planned = {case.case_id: visualize_paths(out_dir, case.case_id) for case in cases}
     if not overwrite:
         refuse_existing(p for paths in planned.values() for p in paths.values())
 
     organs = predictor.organs.organs
     pairs = [(case.image, planned[case.case_id]["prediction"]) for case in cases]
     written = predict_files(predictor, pairs, overwrite=True, progress=progress)
-    load_case = case_loader(data_dir, Path(out_dir) / "predictions")
+    load_case = case_loader(data_dir, Path(out_dir) / PREDICTIONS_DIRNAME)
     for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
         arrays = load_case(case.case_id)
         paths = planned[case.case_id]
@@ -173,9 +135,3 @@ def visualize_cases(
             )
         )
     return written
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import visualize_main
-
-    raise SystemExit(visualize_main())

@@ -1,282 +1,32 @@
-"""Safe zip extraction, case discovery and pairing, NIfTI loading and saving.
+"""NIfTI loading and saving: canonical RAS arrays plus the file's own grid.
 
-Conventions (DESIGN.md): volumes are loaded with nibabel, voxels read as float32
-(images, HU) or uint8 (labels) straight from ``dataobj``, reoriented to the
-closest canonical RAS order for the network, and returned together with the
-file's own shape, affine, orientation and spacing so results can be written
-back onto exactly the input's grid.
+Volumes are loaded with nibabel, voxels read as float32 (images, HU) or uint8
+(labels) straight from ``dataobj``, reoriented to the closest canonical RAS
+order for the network, and returned together with the file's own shape,
+affine, orientation and spacing, so results can be written back onto exactly
+the input's grid (:func:`save_like`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-import stat
-import zipfile
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from isal import igzip
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-from tqdm.auto import tqdm
 
-from flare_helpers.errors import FlareError
-from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
+from flare_helpers.cases import NIFTI_EXTENSIONS, Case
+from flare_helpers.errors import FlareError, one_line
+from flare_helpers.fileio import atomic_path
 from flare_helpers.labels import FLARE22_LABELS
 
-DATASET_DIRNAME = "FLARE22Train"
-IMAGE_SUFFIX = "_0000"
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-_MARKER = ".extracted.json"
-_CHUNK = 1 << 20
 #: Image and label affines may differ by float noise from the writer; more is a mismatch.
 AFFINE_TOLERANCE_MM = 1e-3
 MAX_LABEL_ID = max(FLARE22_LABELS)
-
-
-# --------------------------------------------------------------------------- extraction
-
-
-def _check_zip(zip_path: Path) -> None:
-    if not zip_path.exists():
-        raise FlareError("file not found", zip_path)
-    if not zip_path.is_file():
-        raise FlareError("is a folder, expected a .zip file", zip_path)
-    if not zipfile.is_zipfile(zip_path):
-        raise FlareError("not a zip file (or it is truncated)", zip_path)
-
-
-def _safe_name(name: str, zip_path: Path) -> PurePosixPath | None:
-    """Validate a member name; None for folders and macOS metadata we skip."""
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise FlareError(f"refusing absolute member path '{name}'", zip_path)
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if ".." in parts:
-        raise FlareError(
-            f"refusing member '{name}': it would be written outside the target", zip_path
-        )
-    if name.endswith("/") or not parts:
-        return None
-    if parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] == ".DS_Store":
-        return None
-    return PurePosixPath(*parts)
-
-
-def _dataset_members(
-    archive: zipfile.ZipFile, zip_path: Path
-) -> dict[PurePosixPath, zipfile.ZipInfo]:
-    """Map each member below the folder holding ``images/`` to its path inside that folder.
-
-    Works for the organisers' layout (``FLARE22Train/images/…``), a zip that
-    nests one more level (``FLARE22Train/FLARE22Train/images/…``) and a zip
-    without the top folder (``images/…``).
-    """
-    names: dict[PurePosixPath, zipfile.ZipInfo] = {}
-    for info in archive.infolist():
-        path = _safe_name(info.filename, zip_path)
-        if path is None:
-            continue
-        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no Unix type
-        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            kind = "symbolic link" if kind == stat.S_IFLNK else "special file"
-            raise FlareError(f"refusing {kind} member '{info.filename}'", zip_path)
-        names[path] = info
-    if not names:
-        raise FlareError("the zip is empty", zip_path)
-    roots = {p.parents[1] for p in names if len(p.parts) >= 2 and p.parts[-2] == "images"}
-    if not roots:
-        raise FlareError(
-            "no images/ folder inside the zip (expected FLARE22Train/images/…)", zip_path
-        )
-    if len(roots) > 1:
-        listed = ", ".join(sorted(str(r) for r in roots))
-        raise FlareError(f"several images/ folders in the zip ({listed}); expected one", zip_path)
-    root = roots.pop()
-    return {p.relative_to(root): info for p, info in names.items() if p.is_relative_to(root)}
-
-
-def _crc32(path: Path) -> int:
-    crc = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
-def _zip_fingerprint(zip_path: Path) -> dict:
-    stat = zip_path.stat()
-    return {"zip": str(zip_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def extract_zip(zip_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> Path:
-    """Extract the FLARE22 training zip into ``out_dir/FLARE22Train`` and return that folder.
-
-    Safe: every member is checked before anything is written; absolute paths and
-    ``..`` are refused. Idempotent: a completed extraction of the same zip is
-    recognised (size and mtime recorded in a marker file) and nothing is done.
-    Resumable: after an interrupted run, files already on disk are kept only if
-    their CRC-32 equals the zip's; each file is written under a temporary name
-    and renamed, so no half-written NIfTI is ever left under its real name.
-
-    Raises:
-        FlareError: missing file, not a zip, unsafe or missing members, disk errors.
-    """
-    zip_path, out_dir = Path(zip_path), Path(out_dir)
-    _check_zip(zip_path)
-    target = out_dir / DATASET_DIRNAME
-    marker = target / _MARKER
-    fingerprint = _zip_fingerprint(zip_path)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FlareError(f"cannot open zip ({exc})", zip_path) from exc
-    with archive:
-        members = _dataset_members(archive, zip_path)
-        if target.is_dir():
-            remove_stale_temps(target, recursive=True)  # left by an interrupted run
-        if marker.exists() and _marker_matches(marker, fingerprint, target, members):
-            return target
-        todo = [
-            (rel, info) for rel, info in members.items() if not _is_extracted(target / rel, info)
-        ]
-        total = sum(info.file_size for _, info in todo)
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc="extract", disable=not progress
-        ) as bar:
-            for rel, info in todo:
-                _extract_member(archive, info, target / rel, zip_path, bar)
-    write_json_atomic(
-        marker, {**fingerprint, "members": {str(rel): info.CRC for rel, info in members.items()}}
-    )
-    return target
-
-
-def _marker_matches(marker: Path, fingerprint: dict, target: Path, members: dict) -> bool:
-    try:
-        saved = read_json(marker)
-    except FlareError:
-        return False
-    if any(saved.get(key) != value for key, value in fingerprint.items()):
-        return False
-    return all(
-        (target / rel).is_file() and (target / rel).stat().st_size == info.file_size
-        for rel, info in members.items()
-    )
-
-
-def _is_extracted(dest: Path, info: zipfile.ZipInfo) -> bool:
-    return dest.is_file() and dest.stat().st_size == info.file_size and _crc32(dest) == info.CRC
-
-
-def _extract_member(archive, info, dest: Path, zip_path: Path, bar) -> None:
-    try:
-        with atomic_path(dest) as tmp, archive.open(info) as src, tmp.open("wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
-                bar.update(len(chunk))
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise FlareError(
-            f"member '{info.filename}' is corrupt ({one_line(exc)})", zip_path
-        ) from exc
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-@dataclass(frozen=True)
-class Case:
-    """One training case: its id, image file and (optional) label file."""
-
-    case_id: str
-    image: Path
-    label: Path | None = None
-
-
-@dataclass(frozen=True)
-class CaseList:
-    """Cases found in a data folder, plus files that could not be paired."""
-
-    cases: tuple[Case, ...]
-    unlabelled: tuple[Path, ...] = ()
-    orphan_labels: tuple[Path, ...] = ()
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def labelled(self) -> tuple[Case, ...]:
-        """Cases that have both an image and a label."""
-        return tuple(c for c in self.cases if c.label is not None)
-
-
-def prediction_file(pred_dir: str | Path, case_id: str) -> Path | None:
-    """``pred_dir/<case_id>.nii.gz`` (or ``.nii``) if it exists: FLARE22 prediction naming."""
-    for ext in NIFTI_EXTENSIONS:
-        path = Path(pred_dir) / f"{case_id}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
-def nifti_stem(path: str | Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    name = Path(path).name
-    for ext in NIFTI_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
-def nifti_files(folder: str | Path) -> list[Path]:
-    """The ``.nii.gz`` / ``.nii`` files in ``folder``, sorted; hidden files are skipped.
-
-    Hidden names are macOS ``._*`` metadata copies and temporaries of interrupted
-    writes (``.<name>.tmp-…``), never volumes to use.
-    """
-    return sorted(
-        p
-        for p in Path(folder).iterdir()
-        if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS) and not p.name.startswith(".")
-    )
-
-
-def discover_cases(data_dir: str | Path) -> CaseList:
-    """Pair ``images/<id>_0000.nii.gz`` with ``labels/<id>.nii.gz`` under ``data_dir``.
-
-    Images without a label are kept (they can still be predicted) and listed in
-    ``unlabelled``; labels without an image are listed in ``orphan_labels``.
-
-    Raises:
-        FlareError: ``data_dir`` or its ``images/`` folder is missing, or holds no NIfTI.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.exists():
-        raise FlareError("data folder not found", data_dir)
-    images_dir, labels_dir = data_dir / "images", data_dir / "labels"
-    if not images_dir.is_dir():
-        raise FlareError("no images/ folder here (run flare-extract first?)", data_dir)
-    images = nifti_files(images_dir)
-    if not images:
-        raise FlareError("no .nii.gz images in this folder", images_dir)
-    labels = {nifti_stem(p): p for p in nifti_files(labels_dir)} if labels_dir.is_dir() else {}
-    cases, unlabelled, notes = [], [], []
-    for image in images:
-        stem = nifti_stem(image)
-        if not stem.endswith(IMAGE_SUFFIX):
-            notes.append(f"skipped {image.name}: image names end in {IMAGE_SUFFIX}.nii.gz")
-            continue
-        case_id = stem[: -len(IMAGE_SUFFIX)]
-        label = labels.pop(case_id, None)
-        cases.append(Case(case_id, image, label))
-        if label is None:
-            unlabelled.append(image)
-    return CaseList(tuple(cases), tuple(unlabelled), tuple(sorted(labels.values())), tuple(notes))
-
-
-# --------------------------------------------------------------------------- loading
 
 
 @dataclass(frozen=True)
@@ -328,16 +78,6 @@ class Geometry:
             "spacing": list(self.spacing),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Geometry:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            tuple(d["shape"]),
-            np.asarray(d["affine"], dtype=np.float64),
-            d["axcodes"],
-            tuple(d["spacing"]),
-        )
-
 
 @dataclass(frozen=True)
 class Volume:
@@ -358,11 +98,6 @@ class Volume:
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the R, A, S axes of ``data``."""
         return self.geometry.canonical_spacing
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (library messages often span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _header_size(raw: bytes) -> int | None:
@@ -641,20 +376,3 @@ def describe_cases(cases: Iterable[Case]) -> list[dict]:
             }
         )
     return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """Plain-text table of dict rows (same keys), columns aligned, for consoles and logs."""
-    if not rows:
-        return "(no rows)"
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
-    return os.linesep.join(lines)
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import extract_main
-
-    raise SystemExit(extract_main())

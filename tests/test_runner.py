@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from flare_helpers.errors import FlareError
-from flare_helpers.series import PROFILE_DIR, run_series
+from flare_helpers.runner import PROFILE_DIR, run_series
 
 NOTEBOOK_NAMES = ["01_extract", "02_preprocess", "03_train", "04_evaluate", "05_render"]
 ORGANS = {"liver", "right_kidney", "left_kidney", "spleen"}

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from flare_helpers.cases import PREDICTIONS_DIRNAME
 from flare_helpers.config import Config, load_config
-from flare_helpers.data import DATASET_DIRNAME
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import DATASET_DIRNAME
 from flare_helpers.fileio import write_text_atomic
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -60,7 +61,7 @@ class SeriesPaths:
 
     @property
     def predictions_dir(self) -> Path:
-        return self.evaluation_dir / "predictions"
+        return self.evaluation_dir / PREDICTIONS_DIRNAME
 
     @property
     def render_dir(self) -> Path:
@@ -206,9 +207,3 @@ def run_series(
             else:
                 os.environ[key] = value
     return out_dir
-
-
-if __name__ == "__main__":
-    from flare_helpers.cli import series_main
-
-    raise SystemExit(series_main())

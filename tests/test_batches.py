@@ -10,8 +10,8 @@ import pytest
 # Keras' own epoch loop (what fit() runs), to check the order seen through its worker pools.
 from keras.src.trainers.epoch_iterator import EpochIterator
 
+from flare_helpers.batches import FlareDataset
 from flare_helpers.config import AugmentConfig, load_config
-from flare_helpers.dataset import FlareDataset
 from flare_helpers.errors import FlareError
 from flare_helpers.preprocess import entry_dir, preprocess_dataset
 
