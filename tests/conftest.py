@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_settings import TINY_MODEL, TINY_SPACING
 
 from flare_helpers.extract import extract_zip
 from flare_helpers.synthetic import write_synthetic_zip
@@ -42,20 +43,6 @@ def real_ct(tmp_path) -> Path:
     for path in dest.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
-
-
-#: A tiny spacing-mode run: 1 × 1 × 2.5 mm grid, 32 × 32 × 16 patches (several windows per case).
-TINY_SPACING = ["preprocess.mode=spacing", "preprocess.target_spacing=[1.0,1.0,2.5]"]
-
-TINY_MODEL = [
-    "preprocess.mode=resize",
-    "preprocess.target_shape=[32,32,16]",
-    "preprocess.workers=1",
-    "model.base_filters=4",
-    "model.depth=2",
-    "model.convs_per_stage=[1,1,1]",
-    "model.kernel_size=3",
-]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import TINY_MODEL
+from tiny_settings import TINY_MODEL
 
 from flare_helpers.callbacks import latest_checkpoint, lr_schedule
 from flare_helpers.config import load_config

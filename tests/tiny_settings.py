@@ -1,0 +1,14 @@
+"""Settings of the tiny untrained runs the tests share (a module, so tests can import them)."""
+
+#: A tiny spacing-mode run: 1 × 1 × 2.5 mm grid, 32 × 32 × 16 patches (several windows per case).
+TINY_SPACING = ["preprocess.mode=spacing", "preprocess.target_spacing=[1.0,1.0,2.5]"]
+
+TINY_MODEL = [
+    "preprocess.mode=resize",
+    "preprocess.target_shape=[32,32,16]",
+    "preprocess.workers=1",
+    "model.base_filters=4",
+    "model.depth=2",
+    "model.convs_per_stage=[1,1,1]",
+    "model.kernel_size=3",
+]
