@@ -72,3 +72,47 @@ def resolution_ceiling(
         scores = score_case(label.data, best, label.spacing, organs, NSD_TOLERANCE_MM)
         rows += [{"case": case.case_id, **row} for row in scores]
     return EvaluationResult(pd.DataFrame(rows, columns=list(PER_CASE_COLUMNS)))
+
+
+def compare_modes(
+    data_dir: str | Path, cfg: Config, case_ids: str | Sequence[str] = "all"
+) -> pd.DataFrame:
+    """Mean ceiling DSC per organ of ``cfg`` beside the same settings in the other mode.
+
+    Returns:
+        Rows per organ plus ``"all organs"``; columns ``"<mode> (yours)"`` and the
+        other mode, so a notebook shows what its grid costs before any training.
+    """
+    mine = cfg.preprocess.mode
+    columns = {}
+    for mode in (mine, "resize" if mine == "spacing" else "spacing"):
+        result = resolution_ceiling(
+            data_dir, cfg.replace(preprocess={"mode": mode}), case_ids, progress=False
+        )
+        name = f"{mode} (yours)" if mode == mine else mode
+        columns[name] = result.summary().set_index("organ")["dsc_mean"]
+    return pd.DataFrame(columns)
+
+
+def against_ceiling(result: EvaluationResult, data_dir: str | Path, cfg: Config) -> pd.DataFrame:
+    """A model's mean DSC per organ beside the ceiling of its settings on the same cases.
+
+    Args:
+        result: the model's evaluation (its cases are scored for the ceiling too).
+        data_dir: the data set the model was evaluated on.
+        cfg: the model's run settings (``config.yaml`` beside it).
+
+    Returns:
+        Rows per organ plus ``"all organs"``; columns ``model``, ``ceiling`` and
+        ``gap`` (ceiling − model): how much the network, not the grid, leaves on the table.
+    """
+    case_ids = list(dict.fromkeys(result.per_case["case"]))
+    best = resolution_ceiling(data_dir, cfg, case_ids, progress=False)
+    table = pd.DataFrame(
+        {
+            "model": result.summary().set_index("organ")["dsc_mean"],
+            "ceiling": best.summary().set_index("organ")["dsc_mean"],
+        }
+    )
+    table["gap"] = table["ceiling"] - table["model"]
+    return table

@@ -14,9 +14,10 @@ stops at the first failing notebook with that cell's error.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -86,15 +87,35 @@ def series_paths(work_dir: str | Path, data_root: str | Path) -> SeriesPaths:
 
 
 def notebook_config(
-    paths: SeriesPaths, config_path: str | Path | None = None, overrides: Iterable[str] = ()
+    paths: SeriesPaths,
+    config_path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    train: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Settings for a notebook: paths from ``paths``, then the YAML file, then overrides."""
+    """Settings for a notebook: paths from ``paths``, then the YAML file, then overrides.
+
+    ``train`` holds the notebook's own training parameters (notebook 03's
+    ``epochs``, ``batch_size``, ``learning_rate``). They are the only way to set
+    those keys there: they replace the YAML file's values, and an override naming
+    one of them is refused rather than silently losing to the parameter.
+    """
+    overrides = list(overrides)
+    train = dict(train or {})
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key.startswith("train.") and key[len("train.") :] in train:
+            name = key[len("train.") :]
+            raise FlareError(
+                f"override '{text}' sets a notebook parameter: set {name} = ... in the "
+                "parameters cell instead"
+            )
     layout = [
         f"data.data_dir={paths.data_dir}",
         f"data.cache_dir={paths.cache_dir}",
         f"train.output_dir={paths.run_dir}",
     ]
-    return load_config(config_path or None, [*layout, *overrides])
+    cfg = load_config(config_path or None, [*layout, *overrides])
+    return cfg.replace(train=train) if train else cfg
 
 
 # --------------------------------------------------------------------------- runner

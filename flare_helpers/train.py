@@ -158,9 +158,19 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def make_loss(cfg: Config) -> keras.losses.Loss:
+    """Soft Dice + cross-entropy with the configured weights (``train.dice_weight`` …)."""
+    from flare_helpers.losses import DiceCELoss
+
+    return DiceCELoss(
+        dice_weight=cfg.train.dice_weight,
+        ce_weight=cfg.train.ce_weight,
+        include_background=cfg.train.dice_include_background,
+    )
+
+
 def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
-    from flare_helpers.losses import DiceCELoss
     from flare_helpers.model import vnet_from_config
     from flare_helpers.train_metrics import training_metrics
 
@@ -170,11 +180,7 @@ def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    loss = DiceCELoss(
-        dice_weight=cfg.train.dice_weight,
-        ce_weight=cfg.train.ce_weight,
-        include_background=cfg.train.dice_include_background,
-    )
+    loss = make_loss(cfg)
     model.compile(
         optimizer=optimizer,
         loss=loss,

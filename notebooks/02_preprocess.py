@@ -14,19 +14,28 @@
 # %% [markdown]
 # # 02 · Preprocess: from CT to network input
 #
-# Each CT is loaded with nibabel (voxels as float32 HU), reoriented to RAS, cropped to the
-# body, resized to the network grid (128×128×64 by default; linear interpolation for the
-# image, nearest neighbour for the labels) and windowed to the abdominal soft-tissue window
-# [-160, 240] HU, scaled to [0, 1]. The labels keep liver, right kidney, left kidney and
-# spleen as classes 1–4; every other organ becomes background.
+# A CT is 512×512×100+ voxels of Hounsfield units in whatever orientation the scanner
+# wrote; the network wants a fixed-size array of numbers near [0, 1] in one orientation.
+# This notebook builds that input for every case, the same way notebook 04 and
+# `flare-predict` will build it for a new CT.
+#
+# Two modes share every step but one (`preprocess.mode`):
+#
+# - **spacing** (the default): the body is resampled to fixed voxel sizes in mm
+#   (`preprocess.target_spacing`, 1.2×1.2×2.5 mm). An organ then has the same size in voxels
+#   in every scan, whether it covers the abdomen only or chest to pelvis. The network trains
+#   on 128×128×64 patches of that grid and predicts with overlapping sliding windows.
+# - **resize** (the original recipe): the body is squeezed whole into 128×128×64, one network
+#   pass per CT. Simple and fast, but the voxel size then depends on the patient and on the
+#   scan range, and small organs lose detail.
 #
 # The results go to a cache on disk (float16 image, uint8 label, and a manifest recording
-# the source file, its fingerprint, geometry and every parameter). Re-running does nothing
-# unless a file or a setting changed; then only the affected cases are rebuilt. The cache
-# also holds the seeded train/validation/test split that the rest of the series uses.
+# each source file, its fingerprint, geometry, the data set's spacing statistics and every
+# parameter). Re-running does nothing unless a file or a setting changed; then only the
+# affected cases are rebuilt. The cache also holds the seeded train/validation/test split.
 #
 # **Settings** come from `config.yaml`'s defaults; `config_path` may name your own YAML, and
-# `overrides` adds `"section.key=value"` strings such as `"preprocess.target_shape=[96,96,64]"`.
+# `overrides` adds `"section.key=value"` strings such as `"preprocess.mode=resize"`.
 # Use the same settings in notebooks 02 and 03.
 
 # %%
@@ -56,25 +65,71 @@ work_dir = "/content/drive/MyDrive/flare-vnet"  # cache, model and results
 config_path = ""  # optional settings YAML like config.yaml (empty: defaults)
 overrides = []  # extra settings as strings, see the note above
 workers = 0  # preprocessing processes (0: one per CPU core)
-case_id = ""  # case to show (empty: the first training case)
+case_id = ""  # case to show (empty: the first labelled case)
+ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
+
+# %% [markdown]
+# ## Settings and data
+#
+# The paths come from the parameters above (or the `FLARE_WORK_DIR` and `FLARE_DATA_ROOT`
+# environment variables), the rest from the settings.
 
 # %%
 # %matplotlib inline
-from flare_helpers import preprocess, runner, viz
+from flare_helpers import cases, ceiling, nifti, preprocess, runner, viz
 
 paths = runner.series_paths(work_dir, data_root)
 cfg = runner.notebook_config(paths, config_path, overrides)
+labelled = cases.discover_cases(paths.data_dir).labelled
+shown = case_id or labelled[0].case_id
+image, label = nifti.load_case(next(c for c in labelled if c.case_id == shown))
+print(f"{len(labelled)} labelled cases; mode {cfg.preprocess.mode}; showing {shown}")
+
+# %% [markdown]
+# ## The steps on one case
+#
+# - **Reorient to RAS.** Files come in any voxel order (LPS from DICOM, feet-first …);
+#   turning them to one order means the network always sees the patient's right on the
+#   same side. The original orientation is kept to write predictions back.
+# - **Crop to the body.** Air around the patient carries nothing; the largest region above
+#   -500 HU, plus 5 mm, is kept, so the network's voxels go to anatomy.
+# - **Resample** the crop: to `target_spacing` mm (spacing mode) or into `target_shape`
+#   (resize mode); linear interpolation for the image, nearest neighbour for the labels,
+#   which never invents a label value.
+# - **Window [-160, 240] HU → [0, 1].** The abdominal soft-tissue window keeps liver,
+#   spleen, kidneys and fat apart and saturates bone and air, which carry nothing for these
+#   organs; a [0, 1] range suits the network's initialisation.
+#
+# Below, the middle and right panels draw one square pixel per voxel: what the network
+# sees. In resize mode the organs come out squeezed along z.
+
+# %%
+viz.plot_preprocessing(image, label, cfg)
+
+# %% [markdown]
+# ## What the grid costs: the resolution ceiling
+#
+# Even a perfect network can only be as sharp as its grid. The ceiling takes the ground
+# truth to the network grid exactly as training labels are made, maps it back to the CT
+# like a prediction, and scores it against itself (FLARE22 rules). No model trained with
+# these settings can beat these numbers; a real model lands below them. The table compares
+# your settings with the other mode on the first `ceiling_cases` cases.
+
+# %%
+chosen = [case.case_id for case in labelled[:ceiling_cases]]
+ceiling.compare_modes(paths.data_dir, cfg, chosen).round(3) if chosen else "skipped"
 
 # %% [markdown]
 # ## Fill the cache
 #
 # Cases run in parallel processes. Each cache entry is written under a temporary name and
-# renamed when complete, so an interrupted run never leaves a broken entry.
+# renamed when complete, so an interrupted run never leaves a broken entry. The manifest
+# records the spacing statistics of the data set and the cache's size on disk.
 
 # %%
 summary = preprocess.preprocess_dataset(paths.data_dir, paths.cache_dir, cfg, workers=workers)
 print(summary)
-shown = case_id or summary.splits["train"][0]
+print(preprocess.read_manifest(paths.cache_dir)["statistics"])
 
 # %% [markdown]
 # ## One case at its original resolution
@@ -90,7 +145,8 @@ viz.plot_case(original.image, original.spacing, gt=original.gt, title=f"{shown} 
 # %% [markdown]
 # ## The same case as the network sees it
 #
-# Body crop, resized grid, HU window mapped to [0, 1], labels as the training classes.
+# The cached grid: body crop, resampled, HU window mapped to [0, 1], labels as the training
+# classes, drawn with the grid's physical voxel size.
 
 # %%
 network_view = viz.cached_case(paths.cache_dir, shown, cfg.data.organs)
@@ -99,7 +155,7 @@ viz.plot_case(
     network_view.spacing,
     gt=network_view.gt,
     hu_window=(0.0, 1.0),
-    title=f"{shown} (network input {' × '.join(map(str, cfg.preprocess.target_shape))})",
+    title=f"{shown} (network grid {' × '.join(map(str, network_view.image.shape))})",
 )
 # %% [markdown]
 # ## Browse the training cases

@@ -14,20 +14,16 @@
 # %% [markdown]
 # # 03 · Train the VNet
 #
-# A 3D VNet (Milletari et al. 2016): residual stages of 5×5×5 convolutions with PReLU,
-# strided convolutions down, transposed convolutions up, skip connections, softmax over
-# background + 4 organs. Loss: soft Dice (organs only) + cross-entropy. Optimiser: Adam,
-# learning rate 1e-4, batch 4. Training batches are shuffled and augmented (small rotations
-# and scaling, intensity changes); validation batches are not.
+# This notebook shows what the network is given, builds the VNet and its loss in plain
+# sight, then trains it with Adam. Everything goes to the run folder `work_dir/model` (on
+# Drive in Colab): the best model by validation mean Dice, a checkpoint after every epoch,
+# and the metric history. **If the runtime disconnects, run this notebook again: training
+# resumes at the last finished epoch** with the same optimiser state. A finished run is not
+# retrained.
 #
-# Everything goes to the run folder `work_dir/model` (on Drive in Colab): the best model by
-# validation mean Dice, a checkpoint after every epoch, and the metric history. **If the
-# runtime disconnects, run this notebook again: training resumes at the last finished
-# epoch** with the same optimiser state. A finished run is not retrained.
-#
-# **Settings** come from `config.yaml`'s defaults; `config_path` may name your own YAML, and
-# `overrides` adds `"section.key=value"` strings such as `"preprocess.target_shape=[96,96,64]"`.
-# Use the same settings in notebooks 02 and 03.
+# **Settings**: `epochs`, `batch_size` and `learning_rate` are set here, in the parameters
+# cell (and only here); everything else comes from `config.yaml`'s defaults, `config_path`
+# and `overrides`, as in notebook 02. Use the same `config_path` and `overrides` in 02 and 03.
 
 # %%
 import sys
@@ -54,43 +50,97 @@ if "google.colab" in sys.modules:  # Colab only: install the package, mount Goog
 data_root = "/content/data"
 work_dir = "/content/drive/MyDrive/flare-vnet"
 config_path = ""  # optional settings YAML like config.yaml (empty: defaults)
-overrides = []  # extra settings as strings, see the note above
+overrides = []  # extra settings as strings, as in notebook 02
 epochs = 100
 batch_size = 4
 learning_rate = 0.0001
 
+# %% [markdown]
+# ## Settings and device
+#
+# Training needs a GPU for real data (Colab: *Runtime → Change runtime type → T4 GPU*); on a
+# CPU only the tiny demo settings are practical.
+
 # %%
 # %matplotlib inline
-from flare_helpers import labels, runner, runtime, train, viz
+import keras
+
+from flare_helpers import labels, model, runner, runtime, train, viz
 
 paths = runner.series_paths(work_dir, data_root)
 cfg = runner.notebook_config(
     paths,
     config_path,
-    [
-        *overrides,
-        f"train.epochs={epochs}",
-        f"train.batch_size={batch_size}",
-        f"train.learning_rate={learning_rate}",
-    ],
+    overrides,
+    train={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
 )
+organs = labels.OrganSet.from_names(cfg.data.organs)
 print(runtime.describe_device())
 
 # %% [markdown]
-# ## The model
+# ## What the network is given
+#
+# Batches come from the cache of notebook 02 (brought up to date first). Training batches
+# are shuffled and augmented on the fly: a small rotation about the patient's long axis and
+# a zoom (image linear, labels nearest), gamma, brightness and noise. A left-right flip is
+# off by default: it would turn a right kidney into a left one, so when you switch it on the
+# two kidney classes are swapped with it.
+#
+# In **spacing** mode each sample is a random 128×128×64 patch of a case; a third of them
+# are centred on a voxel of a randomly chosen organ (each organ as likely as the others), so
+# the small kidneys and the spleen appear as often as the liver. In **resize** mode each
+# sample is a whole case. Below: one augmented training batch, the inputs on top and their
+# training labels underneath, each cut through its most-labelled slice.
 
 # %%
-organs = labels.OrganSet.from_names(cfg.data.organs)
-model = train.build_and_compile(cfg, organs.n_classes)
-model.summary(line_length=100)
-print(f"{model.count_params():,} parameters; classes: {', '.join(organs.class_names)}")
-del model
+splits = train.prepare_data(cfg)
+train_batches, val_batches = train.make_datasets(cfg, splits)
+x, y = train_batches[0]
+viz.plot_batch(x, y, organs.organs)
+
+# %% [markdown]
+# ## The VNet
+#
+# The VNet of Milletari et al. (2016) is an encoder-decoder for volumes:
+#
+# - **Encoder**: stages of 5×5×5 convolutions with PReLU activations, each stage adding its
+#   input back (a residual connection, so gradients reach the first layers). Between stages a
+#   2×2×2 convolution with stride 2 halves the grid and doubles the filters (16 → 256 with
+#   the default depth 4): deeper stages see more context at coarser resolution.
+# - **Decoder**: transposed convolutions double the grid again; each stage concatenates the
+#   encoder's features of the same resolution (skip connections), which bring back the fine
+#   detail that the coarse stages cannot hold.
+# - **Head**: a 1×1×1 convolution and a softmax give each voxel a probability per class
+#   (background and the organs).
+
+# %%
+net = model.vnet_from_config(cfg.model, cfg.preprocess.target_shape, organs.n_classes)
+net.summary(line_length=100)
+print(f"{net.count_params():,} parameters; classes: {', '.join(organs.class_names)}")
+
+# %% [markdown]
+# ## The loss
+#
+# Soft Dice over the organs (background left out, so the large background does not swamp
+# the small kidneys) plus voxel-wise cross-entropy, which gives useful gradients from the
+# very first step, when the Dice overlap is still near zero. Below: the loss of the untrained
+# network on the batch above, and of a perfect prediction (the labels themselves).
+
+# %%
+loss = train.make_loss(cfg)
+print(f"untrained network: {float(loss(y, net(x))):.3f}")
+print(f"perfect prediction: {float(loss(y, y)):.3f}")
+del net
+keras.backend.clear_session()
 
 # %% [markdown]
 # ## Train
 #
-# One progress bar per epoch. The best model is kept by validation mean Dice over the four
-# organs (background excluded).
+# `train.train` builds the same VNet and loss, compiles them with Adam and per-organ Dice
+# metrics, and fits with checkpoints. One progress bar per epoch. The best model is kept by
+# validation mean Dice over the organs (background excluded). In spacing mode validation
+# uses fixed organ-centred patches of the validation cases, the same every epoch, so scores
+# compare across epochs; notebook 04 scores whole held-out cases with sliding windows.
 
 # %%
 result = train.train(cfg)
@@ -100,7 +150,9 @@ print(f"model: {result.best_model}")
 # %% [markdown]
 # ## Learning curves
 #
-# Loss and per-organ Dice, training (dashed) against validation (solid).
+# Loss and per-organ Dice, training (dashed) against validation (solid). Training and
+# validation Dice close together mean the model generalises; a widening gap, that it is
+# learning the training cases by heart.
 
 # %%
 viz.plot_training_curves(result.history_csv)

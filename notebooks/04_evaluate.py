@@ -15,11 +15,19 @@
 # # 04 · Evaluate on held-out cases
 #
 # The trained model predicts every case of the **test split** (never seen in training or
-# model selection). Each prediction is mapped back to its CT's own grid (shape, affine and
-# orientation of the input file) and scored there, with the voxel spacing from the header,
-# following the FLARE22 rules: Dice (DSC), normalised surface Dice (NSD, tolerance liver
-# 5 mm, kidneys and spleen 3 mm) and the 95th-percentile Hausdorff distance. An organ absent
-# from both ground truth and prediction scores 1; absent from only one, 0.
+# model selection). Each CT goes through the model's own preprocessing (its run folder's
+# `config.yaml`, so the mode travels with the model). In **spacing** mode the network slides
+# over the whole resampled body in overlapping 128×128×64 windows (`infer.overlap`, 0.5),
+# and each voxel's class probabilities are a Gaussian-weighted mean of the windows that see
+# it, trusting a window's centre more than its edges, where it lacks context. In **resize**
+# mode one pass covers the whole body. The probabilities are then mapped back to the CT's own
+# grid (shape, affine and orientation of the input file), and each organ keeps its largest
+# connected piece.
+#
+# Scores follow the FLARE22 rules, on that original grid with the header's voxel spacing:
+# Dice (DSC), normalised surface Dice (NSD, tolerance liver 5 mm, kidneys and spleen 3 mm)
+# and the 95th-percentile Hausdorff distance. An organ absent from both ground truth and
+# prediction scores 1; absent from only one, 0.
 
 # %%
 import sys
@@ -49,12 +57,17 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 
 # %%
 # %matplotlib inline
-from flare_helpers import evaluate, runner, viz
+from flare_helpers import ceiling, config, evaluate, runner, viz
 
 paths = runner.series_paths(work_dir, data_root)
+run_cfg = config.load_run_config(paths.run_dir / "config.yaml")
+print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
 
 # %% [markdown]
 # ## Predict and score
+#
+# Predictions are written to `work_dir/evaluation/predictions`, one `<case>.nii.gz` per CT
+# on its own grid: open one beside its CT in any viewer and they overlay.
 
 # %%
 result = evaluate.evaluate_model(
@@ -65,6 +78,9 @@ report
 
 # %% [markdown]
 # ## Per case and organ
+#
+# One row per test case and organ: DSC and NSD (1 is perfect), HD95 in mm, and the organ's
+# volume in the ground truth and the prediction, in millilitres.
 
 # %%
 result.per_case.round(3)
@@ -77,6 +93,21 @@ result.per_case.round(3)
 
 # %%
 result.summary().round(3)
+
+# %% [markdown]
+# ## How close to the ceiling
+#
+# The same cases scored for a perfect network on this model's grid (notebook 02's
+# resolution ceiling). The gap is what better training could still win; the ceiling itself
+# only moves with the preprocessing settings.
+
+# %%
+ceiling.against_ceiling(result, paths.data_dir, run_cfg).round(3)
+
+# %% [markdown]
+# ## Spread over cases
+#
+# One box per organ and metric: a wide box or a low outlier points at cases to look at.
 
 # %%
 evaluate.plot_boxplots(result.per_case)

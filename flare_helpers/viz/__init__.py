@@ -14,6 +14,7 @@ from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
 from flare_helpers.viz.render3d import interactive_3d, render_rotation_video
 from flare_helpers.viz.slices import plot_case, save_figure
+from flare_helpers.viz.steps import plot_batch, plot_preprocessing
 from flare_helpers.viz.video import video_html
 from flare_helpers.viz.viewer import SliceViewer, is_headless, slice_viewer
 
@@ -27,7 +28,9 @@ __all__ = [
     "interactive_3d",
     "is_headless",
     "organ_meshes",
+    "plot_batch",
     "plot_case",
+    "plot_preprocessing",
     "plot_training_curves",
     "render_rotation_video",
     "save_figure",

@@ -100,7 +100,7 @@ def plot_case(
             labels2d = plane_slice(labels, plane, index) if labels is not None else None
             rgb = overlay_rgb(grey, labels2d, organs, hu_window=hu_window, alpha=alpha)
             ax = fig.add_subplot(grid[row, col], label=f"{plane}:{column}")
-            _show_plane(ax, rgb, case.spacing, plane)
+            show_plane(ax, rgb, case.spacing, plane)
             if row == 0:
                 ax.set_title(COLUMN_TITLES[column], fontsize=10)
             if col == 0:
@@ -127,7 +127,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: float | None = None) -> P
     return path
 
 
-def _show_plane(ax, rgb: np.ndarray, spacing: Sequence[float], plane: str) -> None:
+def show_plane(ax, rgb: np.ndarray, spacing: Sequence[float], plane: str) -> None:
+    """Draw a displayed slice with its physical aspect and R/L/A/P/S/I edge letters."""
     row_mm, col_mm = plane_pixel_mm(spacing, plane)
     ax.imshow(rgb, aspect=row_mm / col_mm, interpolation="nearest")
     ax.set_xticks([])
