@@ -30,15 +30,16 @@ test: lint
 
 # Installs into a Colab-like Python 3.13 venv: (a) the base install, as the notebooks'
 # first cell runs it in Colab, must change none of Colab's packages; (b) with the
-# `series` extra (constrained to Colab's versions) the CI series runs there.
+# `series` extra (constrained to Colab's versions) the CI series runs there, and the
+# slice viewer's widget tests run on Colab's ipywidgets.
 test-colab: $(COLAB_VENV)/.colab-pins
 	$(COLAB_BIN)/python colab/pins.py prune
 	$(COLAB_PIP) install --quiet --dry-run --report $(COLAB_VENV)/report.json .
 	$(COLAB_BIN)/python colab/pins.py check-report $(COLAB_VENV)/report.json
 	$(COLAB_PIP) install --quiet $(COLAB_OFFLINE) -e ".[series]" pytest
 	$(COLAB_BIN)/python colab/pins.py versions
-	$(COLAB_BIN)/python -m pytest -q -p no:cacheprovider tests/test_series.py \
-		-k "executed_notebooks or model_metrics"
+	$(COLAB_BIN)/python -m pytest -q -p no:cacheprovider tests/test_series.py tests/test_viz.py \
+		-k "executed_notebooks or model_metrics or viewer"
 
 # Colab's versions come from a wheel folder outside the clone, so a fresh clone or
 # venv installs offline; `pip download` fetches only the wheels not there yet.
