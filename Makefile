@@ -1,30 +1,71 @@
-# flare-vnet: two commands set up and test a fresh machine (see README.md).
+# flare-vnet: `make setup` and `make test` set up and test a fresh machine (see README.md);
+# `make test-colab` checks the install against Colab's runtime.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PROFILE ?= demo
+# The Colab-runtime check: a Python 3.13 venv with Colab's published package versions.
+COLAB_PYTHON ?= $(firstword $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null) \
+	$(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13))
+COLAB_VENV   ?= .venv-colab
+COLAB_BIN    := $(COLAB_VENV)/bin
+COLAB_PINS   := colab/constraints-gpu.txt
+COLAB_WHEELS ?= $(HOME)/.cache/flare-vnet/colab-wheels
+COLAB_PIP    := $(COLAB_BIN)/python -m pip
+COLAB_OFFLINE := --no-index --find-links $(COLAB_WHEELS) --constraint $(COLAB_PINS)
 
-.PHONY: setup test lint format notebooks demo bench clean
+.PHONY: setup test test-colab colab-constraints lint format notebooks demo bench clean
 
 setup: $(BIN)/flare-synth
 
 $(BIN)/flare-synth: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
 	$(BIN)/python -m ipykernel install --user --name flare-vnet --display-name "Python (flare-vnet)"
 	@touch $@
 
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Installs into a Colab-like Python 3.13 venv: (a) the base install, as the notebooks'
+# first cell runs it in Colab, must change none of Colab's packages; (b) with the
+# `series` extra (constrained to Colab's versions) the CI series runs there, and the
+# slice viewer's widget tests run on Colab's ipywidgets.
+test-colab: $(COLAB_VENV)/.colab-pins
+	$(COLAB_BIN)/python colab/pins.py prune
+	$(COLAB_PIP) install --quiet --dry-run --report $(COLAB_VENV)/report.json .
+	$(COLAB_BIN)/python colab/pins.py check-report $(COLAB_VENV)/report.json
+	$(COLAB_PIP) install --quiet $(COLAB_OFFLINE) -e ".[series]" pytest
+	$(COLAB_BIN)/python colab/pins.py versions
+	$(COLAB_BIN)/python -m pytest -q -p no:cacheprovider tests/test_runner.py tests/test_viz.py \
+		-k "executed_notebooks or model_metrics or viewer"
+
+# Colab's versions come from a wheel folder outside the clone, so a fresh clone or
+# venv installs offline; `pip download` fetches only the wheels not there yet.
+$(COLAB_VENV)/.colab-pins: $(COLAB_PINS) pyproject.toml colab/pins.py
+	@test -n "$(COLAB_PYTHON)" || { echo "make test-colab needs python3.13 (or set COLAB_PYTHON)"; exit 1; }
+	$(COLAB_PYTHON) -m venv --clear $(COLAB_VENV)
+	$(COLAB_PIP) download --quiet --dest $(COLAB_WHEELS) --constraint $(COLAB_PINS) \
+		$$($(COLAB_BIN)/python colab/pins.py runtime-packages) ".[series]" pytest
+	$(COLAB_PIP) download --quiet --dest $(COLAB_WHEELS) "setuptools>=77" wheel
+	$(COLAB_PIP) install --quiet $(COLAB_OFFLINE) $$($(COLAB_BIN)/python colab/pins.py runtime-packages)
+	@touch $@
+
+# After dropping a new pip-freeze.gpu.txt from googlecolab/backend-info into colab/.
+colab-constraints:
+	@test -n "$(COLAB_COMMIT)" -a -n "$(COLAB_DATE)" || \
+		{ echo "usage: make colab-constraints COLAB_COMMIT=<sha> COLAB_DATE=<yyyy-mm-dd>"; exit 1; }
+	$(BIN)/python colab/pins.py constraints colab/pip-freeze.gpu.txt \
+		--commit $(COLAB_COMMIT) --date $(COLAB_DATE) > $(COLAB_PINS)
+
 lint:
-	$(BIN)/ruff check flare_helpers tests bench notebooks
-	$(BIN)/ruff format --check flare_helpers tests bench notebooks
+	$(BIN)/ruff check flare_helpers tests bench notebooks colab
+	$(BIN)/ruff format --check flare_helpers tests bench notebooks colab
 
 format:
-	$(BIN)/ruff check --fix flare_helpers tests bench notebooks
-	$(BIN)/ruff format flare_helpers tests bench notebooks
+	$(BIN)/ruff check --fix flare_helpers tests bench notebooks colab
+	$(BIN)/ruff format flare_helpers tests bench notebooks colab
 
 # Regenerate every paired .ipynb from its reviewed jupytext source (no outputs).
 notebooks:

@@ -14,6 +14,7 @@ stops at the first failing notebook with that cell's error.
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,20 @@ def _absolute(params: dict, base: Path) -> dict:
     return out
 
 
+def _papermill() -> types.ModuleType:
+    """papermill, imported on first use: only batch runs need it (the ``series`` extra)."""
+    try:
+        import papermill
+    except ImportError as exc:
+        raise FlareError(
+            'running the notebooks in batch needs papermill: pip install "flare-vnet[series]"'
+        ) from exc
+    return papermill
+
+
 def parameters_for(notebook: Path, profile: dict, base: Path) -> dict:
     """Profile parameters that ``notebook`` declares in its ``parameters`` cell."""
-    import papermill
-
+    papermill = _papermill()
     declared = set(papermill.inspect_notebook(str(notebook)))
     merged = {**profile.get("common", {}), **(profile.get(notebook.stem) or {})}
     unknown = sorted(set(profile.get(notebook.stem) or {}) - declared)
@@ -182,10 +193,9 @@ def run_series(
 
     Raises:
         FlareError: unknown profile, or a notebook failed (naming the notebook
-            and the failing cell's error).
+            and the failing cell's error), or papermill is not installed.
     """
-    import papermill
-
+    papermill = _papermill()
     base = base or Path.cwd()
     settings = load_profile(profile)
     work_dir = Path(_absolute(settings.get("common", {}), base).get("work_dir", base / "runs"))

@@ -39,22 +39,21 @@
 # Use the same settings in notebooks 02 and 03.
 
 # %%
+import importlib.util
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: install the package, mount Google Drive
-    import subprocess
+if "google.colab" in sys.modules:  # Colab only: add what the runtime lacks, mount Google Drive
+    if importlib.util.find_spec("flare_helpers") is None:  # once per runtime
+        import json
+        import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "git+https://github.com/flare-vnet/flare-vnet",
-        ],
-        check=True,
-    )
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--report", "-"]
+        url = "git+https://github.com/flare-vnet/flare-vnet"
+        done = subprocess.run([*pip, f"flare-vnet @ {url}"], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+        added = [p["metadata"] for p in json.loads(done.stdout)["install"]]
+        print("installed:", ", ".join(f"{m['name']} {m['version']}" for m in added))
     from google.colab import drive
 
     drive.mount("/content/drive")

@@ -8,6 +8,7 @@ minute per run on 2 CPU cores.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -168,3 +169,12 @@ def test_every_profile_sets_only_declared_parameters():
             if name != "common":
                 assert set(params) <= declared[name], (path.name, name)
     assert {p.stem for p in PROFILE_DIR.glob("*.yaml")} >= {"ci", "demo", "colab", "full"}
+
+
+def test_without_papermill_the_series_says_which_extra_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "papermill", None)  # makes `import papermill` fail
+    with pytest.raises(FlareError) as caught:
+        run_series(_ci_profile(tmp_path), base=tmp_path, progress=False)
+    assert str(caught.value) == (
+        'running the notebooks in batch needs papermill: pip install "flare-vnet[series]"'
+    )
