@@ -28,7 +28,28 @@ from flare_helpers.errors import FlareError
 from flare_helpers.extract import DATASET_DIRNAME
 from flare_helpers.fileio import write_text_atomic
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+def _notebook_dir() -> Path:
+    """The series' notebooks: the installed package's copy, else the source checkout's.
+
+    A wheel carries them as ``flare_helpers/notebooks`` (package data); a source
+    checkout (or ``PYTHONPATH`` pointing at one) has them in ``notebooks/`` beside
+    the package.
+    """
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("flare_helpers.notebooks")
+    except ModuleNotFoundError:
+        spec = None
+    locations = spec.submodule_search_locations if spec is not None else None
+    for folder in locations or []:
+        if any(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+            return Path(folder)
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+NOTEBOOK_DIR = _notebook_dir()
 PROFILE_DIR = NOTEBOOK_DIR / "params"
 
 

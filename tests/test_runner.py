@@ -8,6 +8,8 @@ minute per run on 2 CPU cores.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -178,3 +180,44 @@ def test_without_papermill_the_series_says_which_extra_to_install(tmp_path, monk
     assert str(caught.value) == (
         'running the notebooks in batch needs papermill: pip install "flare-vnet[series]"'
     )
+
+
+def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
+    """A plain (non-editable) install carries the series: flare-series needs no checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"), str(repo)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr[-1500:]
+    (wheel,) = (tmp_path / "wheel").glob("flare_vnet-*.whl")
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr[-1500:]
+    probe = (
+        "from flare_helpers import runner\n"
+        "print(runner.NOTEBOOK_DIR)\n"
+        "print(*[p.name for p in runner.notebooks()])\n"
+        "print(sorted(runner.load_profile('ci')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    folder, names, profile = done.stdout.splitlines()
+    assert Path(folder) == site / "flare_helpers" / "notebooks"
+    assert names.split() == [
+        "01_extract.ipynb",
+        "02_preprocess.ipynb",
+        "03_train.ipynb",
+        "04_evaluate.ipynb",
+        "05_render.ipynb",
+    ]
+    assert "common" in profile and "03_train" in profile
