@@ -11,7 +11,8 @@ from flare_helpers.viz.cases import cached_case, case_loader, predicted_cases
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
-from flare_helpers.viz.render3d import interactive_3d, render_rotation_video
+from flare_helpers.viz.render3d import render_rotation_video
+from flare_helpers.viz.scene3d import Scene3D, interactive_3d
 from flare_helpers.viz.slices import plot_case, save_figure
 from flare_helpers.viz.video import video_html
 from flare_helpers.viz.viewer import SliceViewer, is_headless, slice_viewer
@@ -22,6 +23,7 @@ __all__ = [
     "case_loader",
     "predicted_cases",
     "Mesh",
+    "Scene3D",
     "SliceViewer",
     "interactive_3d",
     "is_headless",
