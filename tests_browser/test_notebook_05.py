@@ -10,6 +10,7 @@ folder, so nothing tracked is saved over. Screenshots go to ``runs/browser/``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -68,62 +69,89 @@ def ci_run() -> Path:
 
 @pytest.fixture(scope="module")
 def server(ci_run, tmp_path_factory) -> Iterator[str]:
-    """A JupyterLab server (with Notebook 7) on 127.0.0.1; yields its base URL with token."""
+    """A JupyterLab server (with Notebook 7) on 127.0.0.1; yields ``"<base URL>|<token>"``."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(ROOT / "notebooks" / "05_render.ipynb", root / "05_render.ipynb")
     shutil.copy(ROOT / "notebooks" / "05_render.ipynb", root / "05_render_nb7.ipynb")
     shutil.copy(ci_run / "notebooks" / "05_render.ipynb", root / "05_render_executed.ipynb")
-    config = tmp_path_factory.mktemp("jupyter")
+    with _jupyter_lab(root, tmp_path_factory.mktemp("jupyter"), ci_run, "jupyter") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bare_server(ci_run, tmp_path_factory) -> Iterator[str]:
+    """A JupyterLab without the widget and plotly extensions, as when another JupyterLab
+    (not this project's environment) runs the project's kernel."""
+    root = tmp_path_factory.mktemp("bare-lab")
+    shutil.copy(ROOT / "notebooks" / "05_render.ipynb", root / "05_render.ipynb")
+    config = tmp_path_factory.mktemp("bare-jupyter")
+    disabled = (
+        "@jupyter-widgets/jupyterlab-manager",
+        "jupyterlab-plotly",
+        "@jupyterlab/plotly-extension:factory",
+    )
+    with _jupyter_lab(root, config, ci_run, "bare-jupyter", disabled) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _jupyter_lab(
+    root: Path, config: Path, run: Path, name: str, disabled: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """Start ``jupyter lab`` on 127.0.0.1 (free port, token) serving ``root``; stop it after."""
     # No "get notified about Jupyter news?" toast over the notebook.
+    off = {"@jupyterlab/apputils-extension:announcements": True} | dict.fromkeys(disabled, True)
     labconfig = config / "config" / "labconfig"
     labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}'
-    )
+    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": off}))
+    # Every cell in the page (JupyterLab draws only those near the view by default).
+    tracker = config / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "FLARE_WORK_DIR": str(ci_run),
-        "FLARE_DATA_ROOT": str(ci_run / "data"),
+        "FLARE_WORK_DIR": str(run),
+        "FLARE_DATA_ROOT": str(run / "data"),
         "JUPYTER_CONFIG_DIR": str(config / "config"),
         "JUPYTER_RUNTIME_DIR": str(config / "runtime"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     env.pop("FLARE_HEADLESS", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    log = open(SHOTS / "jupyter.log", "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            "--no-browser",
-            "--allow-root",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            f"--LabApp.workspaces_dir={config / 'workspaces'}",
-            "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{base}/api/status?token={token}", process)
-        yield f"{base}|{token}"
-    finally:
-        process.terminate()
+    with open(SHOTS / f"{name}.log", "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                f"--LabApp.workspaces_dir={config / 'workspaces'}",
+                f"--LabApp.user_settings_dir={config / 'settings'}",
+                "--LabApp.news_url=",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            _wait_for(f"{base}/api/status?token={token}", process)
+            yield f"{base}|{token}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -275,10 +303,35 @@ def test_executed_copy_shows_video_and_figure(server, browser, ci_run):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # figure, curves
 
 
+def test_lab_without_extensions_shows_fallbacks(bare_server, browser):
+    """Item 1 of the report: no ``VBox(children=…`` text and no silent empty 3D cell."""
+    page, _ = _open(browser, bare_server, "lab/tree/05_render.ipynb")
+    _run_all(page, bare_server, plot=False)
+    viewer_note = page.get_by_text("cannot show the interactive slice viewer").first
+    viewer_note.scroll_into_view_if_needed()
+    still = page.locator("img[alt='slice viewer picture']").first
+    box = still.bounding_box()
+    assert 100 <= box["width"] <= BOX_PX and 100 <= box["height"] <= BOX_PX, box
+    assert _pixels(still.screenshot()).std() > 20
+    page.screenshot(path=SHOTS / "bare-viewer.png")
+    # The 3D cell falls back to HTML: plotly.js from its CDN where the browser can reach
+    # it (the note then removes itself), else the note saying what to install.
+    last = page.locator(".jp-Cell").last
+    last.scroll_into_view_if_needed()
+    page.wait_for_timeout(2000)
+    page.screenshot(path=SHOTS / "bare-3d.png")
+    assert last.locator(".jp-RenderedPlotly").count() == 0
+    assert last.locator(".jp-RenderedHTMLCommon").count() == 1
+    drawn = last.locator(".js-plotly-plot canvas").count() > 0
+    note = last.get_by_text("cannot show the interactive 3D view")
+    assert drawn != note.is_visible()
+    assert "VBox(children" not in page.locator(".jp-Notebook").inner_text()
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _run_all(page: Page, server: str) -> None:
+def _run_all(page: Page, server: str, *, plot: bool = True) -> None:
     """Run every cell through the Run menu and wait until all have an execution count."""
     _wait_kernel_idle(page, server)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -294,7 +347,8 @@ def _run_all(page: Page, server: str) -> None:
     except Exception:
         page.screenshot(path=SHOTS / "run-all-timeout.png")
         raise
-    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    if plot:
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
 
 
 def _wait_kernel_idle(page: Page, server: str, timeout: float = 120.0) -> None:
