@@ -14,14 +14,14 @@ COLAB_WHEELS ?= $(HOME)/.cache/flare-vnet/colab-wheels
 COLAB_PIP    := $(COLAB_BIN)/python -m pip
 COLAB_OFFLINE := --no-index --find-links $(COLAB_WHEELS) --constraint $(COLAB_PINS)
 
-.PHONY: setup test test-colab colab-constraints lint format notebooks demo bench clean
+.PHONY: setup test test-colab test-browser browser-deps test-widgets7 colab-constraints lint format notebooks demo bench clean
 
 setup: $(BIN)/flare-synth
 
 $(BIN)/flare-synth: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab,browser]"
 	$(BIN)/python -m ipykernel install --user --name flare-vnet --display-name "Python (flare-vnet)"
 	@touch $@
 
@@ -59,17 +59,37 @@ colab-constraints:
 	$(BIN)/python colab/pins.py constraints colab/pip-freeze.gpu.txt \
 		--commit $(COLAB_COMMIT) --date $(COLAB_DATE) > $(COLAB_PINS)
 
+# Notebook 05 in JupyterLab and Notebook 7 in headless Chromium (not part of `make test`).
+# Needs Debian's chromium (/usr/bin/chromium) and playwright, jupyterlab and notebook.
+# Screenshots: runs/browser/.
+test-browser: browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests_browser
+
+# Debian's Chromium (playwright drives it; it cannot download its own browser here).
+browser-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "make test-browser needs Debian's chromium: apt-get install chromium"; exit 1; }
+
+# The viewer's widget tests under ipywidgets 7.7.1 (Colab's pin); the venv keeps 8.x.
+WIDGETS7 := runs/ipywidgets-7.7.1
+test-widgets7:
+	$(BIN)/python -m pip install --quiet --no-deps --target $(WIDGETS7) ipywidgets==7.7.1 ipython_genutils==0.2.0
+	PYTHONPATH=$(WIDGETS7):$(CURDIR) $(BIN)/python -c "import ipywidgets; assert ipywidgets.__version__ == '7.7.1', ipywidgets.__file__"
+	PYTHONPATH=$(WIDGETS7):$(CURDIR) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_viz.py -k viewer
+
 lint:
-	$(BIN)/ruff check flare_helpers tests bench notebooks colab
-	$(BIN)/ruff format --check flare_helpers tests bench notebooks colab
+	$(BIN)/ruff check flare_helpers tests tests_browser bench notebooks colab
+	$(BIN)/ruff format --check flare_helpers tests tests_browser bench notebooks colab
 
 format:
-	$(BIN)/ruff check --fix flare_helpers tests bench notebooks colab
-	$(BIN)/ruff format flare_helpers tests bench notebooks colab
+	$(BIN)/ruff check --fix flare_helpers tests tests_browser bench notebooks colab
+	$(BIN)/ruff format flare_helpers tests tests_browser bench notebooks colab
 
-# Regenerate every paired .ipynb from its reviewed jupytext source (no outputs).
+# Regenerate every .ipynb from its reviewed jupytext source (no outputs). The .py sources
+# carry no metadata; the kernel is set here, and no pairing is written (notebooks/jupytext.toml).
+KERNELSPEC := {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "jupytext": null}
 notebooks:
-	$(BIN)/jupytext --update --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]_*.py
+	$(BIN)/jupytext --update --to ipynb --update-metadata '$(KERNELSPEC)' notebooks/[0-9][0-9]_*.py
 
 demo:
 	$(BIN)/flare-series --profile $(PROFILE)

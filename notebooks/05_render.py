@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 05 · Look at the results
 #
@@ -72,11 +59,16 @@ figure = viz.plot_case(
     title=shown,
 )
 viz.save_figure(figure, paths.render_dir / f"{shown}_slices.png")
+figure
 
 # %% [markdown]
 # ## Interactive viewer
 #
-# Pick a case, a plane and a slice; switch between ground truth and prediction.
+# Pick a case, a plane and a slice; switch between ground truth and prediction. The picture
+# keeps its physical proportions, the letters on its edges give the patient's directions
+# (R/L right/left, A/P anterior/posterior, S/I superior/inferior), and slice numbers
+# count from 1. To step with the keyboard, click the number box beside the slider and use
+# the up/down arrow keys (in JupyterLab, a clicked slider handle takes left/right too).
 
 # %%
 viewer = viz.slice_viewer(load_case, predicted)
@@ -106,7 +98,8 @@ viz.video_html(video)
 # %% [markdown]
 # ## Interactive 3D (prediction)
 #
-# Drag to rotate, scroll to zoom.
+# Drag to rotate. Zoom or pan with the toolbar at the top right (or drag with the right
+# button); the mouse wheel scrolls the page, not the view.
 
 # %%
 viz.interactive_3d(arrays.pred, arrays.spacing)

@@ -71,3 +71,20 @@ def test_notebooks_define_no_functions(source):
     """Notebooks orchestrate; flare_helpers computes (no function defined in a cell)."""
     text = source.read_text()
     assert "\ndef " not in text and "\nclass " not in text
+
+
+def test_no_pairing_is_configured():
+    """Saving a notebook in JupyterLab writes only that .ipynb, never a tracked .py source."""
+    from jupytext.config import load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(str(NOTEBOOKS / "jupytext.toml"))
+    assert not any(config.formats)  # "" or nothing: no paired formats
+    assert config.notebook_metadata_filter == "-all"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_sources_and_notebooks_carry_no_local_metadata(source):
+    assert not source.read_text().startswith("# ---")  # no kernel or pairing header
+    notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    assert "jupytext" not in notebook.metadata
+    assert notebook.metadata.kernelspec.name == "python3"

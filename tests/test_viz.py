@@ -280,7 +280,9 @@ def test_video_html_embeds_the_file(tmp_path):
     payload = re.search(r"base64,([^\"]+)", html).group(1)
     assert base64.b64decode(payload) == gif.read_bytes()
     mp4 = video_module.write_video(lambda: frames, tmp_path / "a.mp4", fps=3, size=(16, 16))
-    assert "<video controls" in video_html(mp4).data
+    html = video_html(mp4).data
+    # The data URI sits in <video src>: JupyterLab's sanitizer drops <source src>.
+    assert html.startswith('<video src="data:video/mp4;base64,') and "<source" not in html
     with pytest.raises(FlareError, match="not found"):
         video_html(tmp_path / "missing.mp4")
 
@@ -321,9 +323,13 @@ def test_viewer_headless_env(loader, monkeypatch):
 
 
 def test_viewer_widgets_update(loader, phantom):
-    viewer = slice_viewer(loader, ["a", "b"], static=False, width_px=256)
+    viewer = slice_viewer(loader, ["a", "b"], static=False, box_px=256)
     controls = viewer.controls
     assert viewer.widget is not None and viewer.figure is None
+    # Slice numbers are 1-based on the slider and in the caption alike.
+    assert controls["slice"].min == 1 and controls["slice"].max == SHAPE[2]
+    assert controls["slice"].value == viewer.index + 1
+    assert f"axial slice {viewer.index + 1}/{SHAPE[2]}" in viewer.caption()
     first = viewer.image.value
     controls["slice"].value = controls["slice"].value - 4
     assert viewer.image.value != first
@@ -331,19 +337,58 @@ def test_viewer_widgets_update(loader, phantom):
     viewer.index += 2
     viewer.update()  # reads the controls back: the slider wins
     assert viewer.image.value == shown
+    assert f"slice {controls['slice'].value}/" in viewer.label.value
 
     controls["plane"].value = "coronal"
-    assert controls["slice"].max == SHAPE[1] - 1
+    assert controls["slice"].max == SHAPE[1]
     picture = np.asarray(Image.open(io.BytesIO(viewer.image.value)))
     _, _, spacing = phantom
     expected = SHAPE[2] * spacing[2] / (SHAPE[0] * spacing[0])
     assert picture.shape[0] / picture.shape[1] == pytest.approx(expected, rel=0.02)
+    # The widget has the picture's fixed pixel size, so the page cannot stretch it.
+    assert max(picture.shape[:2]) == 256
+    assert viewer.image.layout.width == f"{picture.shape[1]}px"
+    assert viewer.image.layout.height == f"{picture.shape[0]}px"
 
     controls["case"].value = "b"
     assert controls["source"].options == ("prediction", "none")
-    assert controls["slice"].max == SHAPE[1] - 1
+    assert controls["slice"].max == SHAPE[1]
     controls["plane"].value = "axial"
-    assert controls["slice"].max == 19
+    assert controls["slice"].max == 20
+
+
+def test_viewer_draws_edge_letters(loader):
+    viewer = slice_viewer(loader, ["a"], static=False, box_px=200, hu_window=(5000, 6000))
+    viewer.source = "none"
+    picture = viewer.render()  # black CT: only the letters are white
+    height, width = picture.shape[:2]
+    white = (picture == 255).all(axis=-1)
+    third_h, third_w = height // 3, width // 3
+    edges = {
+        "left R": white[third_h : 2 * third_h, :30],
+        "right L": white[third_h : 2 * third_h, -30:],
+        "top A": white[:30, third_w : 2 * third_w],
+        "bottom P": white[-30:, third_w : 2 * third_w],
+    }
+    for edge, region in edges.items():
+        assert region.sum() > 10, edge
+    assert white[30:-30, 30:-30].sum() == 0
+
+
+def test_viewer_display_data_has_a_fallback(loader):
+    viewer = slice_viewer(loader, ["a"], static=False, box_px=128)
+    bundle = viewer.display_data()
+    view = bundle["application/vnd.jupyter.widget-view+json"]
+    assert view == {"version_major": 2, "version_minor": 0, "model_id": viewer.widget.model_id}
+    assert "data:image/png;base64," in bundle["text/html"]
+    assert "jupyterlab_widgets" in bundle["text/html"]
+    assert not bundle["text/plain"].startswith("VBox(")
+
+
+@pytest.mark.parametrize("box_px", [32, 641])
+def test_viewer_box_is_checked(loader, box_px):
+    with pytest.raises(FlareError, match="box_px must be 64..640"):
+        slice_viewer(loader, ["a"], static=False, box_px=box_px)
 
 
 # --------------------------------------------------------------------------- curves
@@ -439,9 +484,38 @@ def test_coarsening_merges_in_plane_first():
 
 def test_interactive_3d_has_one_mesh_per_organ(phantom):
     _, labels, spacing = phantom
-    fig = interactive_3d(labels, spacing, organs=("liver", "spleen"))
+    scene = interactive_3d(labels, spacing, organs=("liver", "spleen"))
+    fig = scene.figure
     assert [t.type for t in fig.data] == ["mesh3d", "mesh3d"]
     assert [t.name for t in fig.data] == ["liver", "spleen"]
     r, g, b = (round(255 * c) for c in ORGAN_COLORS["spleen"])
     assert fig.data[1].color == f"rgb({r},{g},{b})"
-    assert fig.layout.scene.aspectmode == "data"
+    # Surfaces facing the light are drawn in the legend colour (ambient + diffuse = 1).
+    lighting = fig.data[0].lighting
+    assert lighting.ambient + lighting.diffuse == pytest.approx(1.1, abs=0.1)
+
+
+def test_interactive_3d_frames_the_whole_scene(phantom):
+    _, labels, spacing = phantom
+    scene = interactive_3d(labels, spacing)
+    layout = scene.figure.layout.scene
+    points = np.concatenate([np.stack([t.x, t.y, t.z], axis=1) for t in scene.figure.data])
+    ranges = np.array([layout.xaxis.range, layout.yaxis.range, layout.zaxis.range])
+    assert np.all(points.min(axis=0) > ranges[:, 0]) and np.all(points.max(axis=0) < ranges[:, 1])
+    extent = ranges[:, 1] - ranges[:, 0]
+    aspect = np.array([layout.aspectratio.x, layout.aspectratio.y, layout.aspectratio.z])
+    np.testing.assert_allclose(aspect, extent / extent.max(), rtol=1e-6)
+    eye = np.array([layout.camera.eye.x, layout.camera.eye.y, layout.camera.eye.z])
+    assert np.linalg.norm(eye) == pytest.approx(2.2) and eye[1] > 0  # in front, outside the box
+    bundle = scene._repr_mimebundle_()
+    assert bundle["application/vnd.plotly.v1+json"]["config"]["scrollZoom"] is False
+    assert "scrollZoom" in bundle["text/html"] and "pip install" not in bundle["text/plain"]
+
+
+def test_mesh_faces_wind_outward(phantom):
+    _, labels, spacing = phantom
+    for mesh in organ_meshes(labels, spacing).values():
+        v, f = mesh.vertices, mesh.faces
+        face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        agree = (face_normals * mesh.normals[f].sum(axis=1)).sum(axis=1) > 0
+        assert agree.mean() > 0.99, mesh.organ

@@ -12,7 +12,8 @@ from flare_helpers.viz.cases import cached_case, case_loader
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
-from flare_helpers.viz.render3d import interactive_3d, render_rotation_video
+from flare_helpers.viz.render3d import render_rotation_video
+from flare_helpers.viz.scene3d import Scene3D, interactive_3d
 from flare_helpers.viz.slices import plot_case, save_figure
 from flare_helpers.viz.steps import plot_batch, plot_preprocessing
 from flare_helpers.viz.video import video_html
@@ -24,6 +25,7 @@ __all__ = [
     "case_loader",
     "predicted_cases",
     "Mesh",
+    "Scene3D",
     "SliceViewer",
     "interactive_3d",
     "is_headless",

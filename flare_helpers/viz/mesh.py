@@ -26,8 +26,10 @@ class Mesh:
         organ: organ name.
         vertices: (N, 3) float32 positions in mm along R, A, S, measured from the
             centre of voxel (0, 0, 0) (voxel index × spacing).
-        faces: (M, 3) int32 vertex indices of each triangle.
-        normals: (N, 3) float32 unit vertex normals.
+        faces: (M, 3) int32 vertex indices of each triangle, counter-clockwise seen
+            from outside (the right-hand rule gives outward normals, as renderers
+            such as plotly that shade by winding expect).
+        normals: (N, 3) float32 unit vertex normals, pointing outward.
     """
 
     organ: str
@@ -126,9 +128,11 @@ def _organ_mesh(mask: np.ndarray, spacing: np.ndarray, factors, step: int, sigma
     )
     start = np.array([s.start for s in box])
     offset = (start - margin * factors + (factors - 1) / 2.0) * spacing
+    # marching_cubes winds triangles clockwise seen from outside; reverse them so the
+    # winding agrees with its outward normals.
     return (
         (vertices + offset).astype(np.float32),
-        faces.astype(np.int32),
+        np.ascontiguousarray(faces[:, ::-1], dtype=np.int32),
         normals.astype(np.float32),
     )
 

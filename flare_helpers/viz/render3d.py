@@ -1,4 +1,4 @@
-"""3D views of organ meshes: a rotating turntable video and an interactive plotly figure.
+"""3D view of organ meshes: a rotating turntable video (the interactive view is in scene3d).
 
 The video is drawn on matplotlib's Agg canvas (CPU; no display, no GPU). Each
 frame projects the vertices orthographically for the camera (a few numpy
@@ -16,23 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
 from flare_helpers.viz.mesh import MESH_MAX_VOXELS, Mesh, organ_meshes
 from flare_helpers.viz.planes import display_name, organ_names
 from flare_helpers.viz.video import write_video
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
 
 #: Triangle budget per video panel (render time grows linearly with it).
 VIDEO_MAX_FACES = 12_000
@@ -276,54 +272,9 @@ def render_rotation_video(
     )
 
     def frames() -> Iterator[np.ndarray]:
-        for i in tqdm(range(n_frames), desc="render", disable=not progress, leave=False):
+        # A text bar, not tqdm.auto's widget: an executed notebook keeps a widget bar's
+        # first state ("render: 0%") as its saved output, a text bar its last (100%).
+        for i in tqdm(range(n_frames), desc="render", unit="frame", disable=not progress):
             yield scene.frame(FRONT_AZIMUTH + 360.0 * i / n_frames)
 
     return write_video(frames, out_path, fps=fps, size=size)
-
-
-def interactive_3d(
-    labels: np.ndarray,
-    spacing: Sequence[float],
-    *,
-    organs: Sequence[str] = DEFAULT_ORGANS,
-) -> go.Figure:
-    """A rotatable plotly figure with one ``Mesh3d`` per organ (mm axes, organ colours).
-
-    The camera starts in front of the patient with superior up, as in the video.
-    """
-    import plotly.graph_objects as go
-
-    meshes = organ_meshes(labels, spacing, organs=organs)
-    traces = []
-    for name, mesh in meshes.items():
-        (x, y, z), (i, j, k) = mesh.vertices.T, mesh.faces.T
-        r, g, b = (round(255 * c) for c in mesh.color)
-        traces.append(
-            go.Mesh3d(
-                x=x,
-                y=y,
-                z=z,
-                i=i,
-                j=j,
-                k=k,
-                color=f"rgb({r},{g},{b})",
-                name=display_name(name),
-                showlegend=True,
-                flatshading=False,
-                lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
-            )
-        )
-    fig = go.Figure(traces)
-    fig.update_layout(
-        scene={
-            "aspectmode": "data",
-            "xaxis_title": "→ patient right (mm)",
-            "yaxis_title": "→ anterior (mm)",
-            "zaxis_title": "→ superior (mm)",
-            "camera": {"eye": {"x": 0.0, "y": 1.8, "z": 0.5}, "up": {"x": 0, "y": 0, "z": 1}},
-        },
-        margin={"l": 0, "r": 0, "t": 30, "b": 0},
-        legend={"itemsizing": "constant"},
-    )
-    return fig

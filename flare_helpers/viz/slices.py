@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from PIL import Image
 
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
@@ -117,13 +119,16 @@ def plot_case(
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: float | None = None) -> Path:
-    """Write ``fig`` as a PNG atomically (no half-written file on a crash) and return the path.
+    """Write ``fig`` as an RGB PNG atomically (no half-written file on a crash); return the path.
 
-    The PNG is ``fig.get_size_inches() * dpi`` pixels (``dpi`` defaults to the figure's).
+    The PNG is ``fig.get_size_inches() * dpi`` pixels (``dpi`` defaults to the figure's),
+    8-bit RGB: no palette, which would merge organ colours, and no alpha channel.
     """
     path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi, facecolor=fig.get_facecolor())
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi or fig.dpi, facecolor=fig.get_facecolor())
+        Image.open(buffer).convert("RGB").save(tmp, format="PNG")
     return path
 
 

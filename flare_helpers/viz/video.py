@@ -108,7 +108,8 @@ def _write_gif(frames: Iterable[np.ndarray], out_path: Path, fps: float, size) -
 def video_html(path: str | Path, *, width: int | None = None) -> HTML:
     """Inline HTML for a notebook (Jupyter, Colab): ``<video controls>`` for MP4, ``<img>`` for GIF.
 
-    The file is embedded as base64, so the output survives downloading the notebook.
+    The file is embedded as base64, so the output survives downloading the notebook
+    and plays in untrusted (e.g. papermill-executed) notebooks too.
     """
     from IPython.display import HTML
 
@@ -119,7 +120,8 @@ def video_html(path: str | Path, *, width: int | None = None) -> HTML:
     size = f' width="{int(width)}"' if width else ""
     if path.suffix.lower() == ".gif":
         return HTML(f'<img src="data:image/gif;base64,{data}"{size} alt="{path.name}"/>')
+    # The data URI goes in the <video> tag's own src: JupyterLab's sanitizer (untrusted
+    # notebooks, e.g. papermill's executed copies) keeps <video src> but strips <source src>.
     return HTML(
-        f"<video controls loop autoplay muted playsinline{size}>"
-        f'<source src="data:video/mp4;base64,{data}" type="video/mp4"/></video>'
+        f'<video src="data:video/mp4;base64,{data}" controls loop autoplay muted{size}></video>'
     )

@@ -3,6 +3,12 @@
 The picture is a PNG in an ``ipywidgets.Image`` drawn with numpy + Pillow, not
 a matplotlib widget backend: core ipywidgets work in Jupyter and in Colab
 without enabling a custom widget manager, and a slider step costs milliseconds.
+Only API common to ipywidgets 7.7 (Colab) and 8.x (JupyterLab 4) is used.
+
+On screen the picture fits a fixed square (``box_px``, at most 640 px) with its
+physical aspect and the orientation letters drawn on it; the caption and the
+organ legend sit beside it, so controls, picture and legend fit one screen.
+Slice numbers are 1-based everywhere the user sees them (slider, caption).
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
+from flare_helpers.viz.display import missing_extension_note, png_data_uri, show, widget_bundle
 from flare_helpers.viz.planes import (
     DEFAULT_ALPHA,
     DEFAULT_HU_WINDOW,
@@ -42,6 +50,10 @@ if TYPE_CHECKING:
 CaseLoader = Callable[[str], "CaseArrays | tuple"]
 #: Overlay sources offered by the viewer's toggle.
 SOURCES: dict[str, str] = {"ground truth": "gt", "prediction": "pred", "none": "none"}
+#: Largest on-screen picture (CSS pixels per side): with the controls above it, the
+#: picture, slider and legend stay on one laptop screen.
+MAX_BOX_PX = 640
+DEFAULT_BOX_PX = 512
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -76,7 +88,8 @@ class SliceViewer:
 
     Attributes:
         case_id, plane, index, source, opacity: the current selection (``source`` is
-            ``"gt"``, ``"pred"`` or ``"none"``; ``index`` is 0-based along ``plane``'s axis).
+            ``"gt"``, ``"pred"`` or ``"none"``; ``index`` is the 0-based array index along
+            ``plane``'s axis; slider and caption show ``index + 1``).
         case: the loaded :class:`CaseArrays` of ``case_id``.
         widget: the ipywidgets box (None in static mode).
         image: its picture widget (PNG bytes in ``image.value``), None in static mode.
@@ -90,15 +103,17 @@ class SliceViewer:
         *,
         organs: Sequence[str] = DEFAULT_ORGANS,
         hu_window: Sequence[float] = DEFAULT_HU_WINDOW,
-        width_px: int = 512,
+        box_px: int = DEFAULT_BOX_PX,
     ) -> None:
+        if not 64 <= int(box_px) <= MAX_BOX_PX:
+            raise FlareError(f"box_px must be 64..{MAX_BOX_PX} pixels, got {box_px}")
         self.case_ids = [str(c) for c in case_ids]
         if not self.case_ids:
             raise FlareError("slice_viewer needs at least one case id")
         self.load_case = load_case
         self.organs = organ_names(organs)
         self.hu_window = tuple(hu_window)
-        self.width_px = int(width_px)
+        self.box_px = int(box_px)
         self.plane = "axial"
         self.opacity = DEFAULT_ALPHA
         self.widget: ipywidgets.Box | None = None
@@ -141,20 +156,26 @@ class SliceViewer:
 
     # ------------------------------------------------------------------ drawing
 
+    def picture_size(self) -> tuple[int, int]:
+        """(width, height) in pixels of the current plane: physical aspect, longer side ``box_px``."""
+        height_mm, width_mm = plane_extent_mm(self.case.image.shape, self.case.spacing, self.plane)
+        scale = self.box_px / max(height_mm, width_mm)
+        return max(1, round(width_mm * scale)), max(1, round(height_mm * scale))
+
     def render(self) -> np.ndarray:
-        """The current view as (H, W, 3) uint8 RGB, resized to its physical aspect."""
+        """The current view as (H, W, 3) uint8 RGB at :meth:`picture_size`, edge letters drawn."""
         index = int(np.clip(self.index, 0, self.n_slices - 1))
         grey = plane_slice(self.case.image, self.plane, index)
         labels = getattr(self.case, self.source) if self.source != "none" else None
         labels2d = plane_slice(labels, self.plane, index) if labels is not None else None
         rgb = overlay_rgb(grey, labels2d, self.organs, hu_window=self.hu_window, alpha=self.opacity)
-        height_mm, width_mm = plane_extent_mm(self.case.image.shape, self.case.spacing, self.plane)
-        scale = self.width_px / max(height_mm, width_mm)
-        size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
+        size = self.picture_size()
         picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
         upscale = size[0] > 1.5 * picture.width
         resample = Image.Resampling.NEAREST if upscale else Image.Resampling.BILINEAR
-        return np.asarray(picture.resize(size, resample))
+        picture = picture.resize(size, resample)
+        _draw_letters(picture, ORIENTATION_LETTERS[self.plane])
+        return np.asarray(picture)
 
     def png(self) -> bytes:
         """The current view as PNG bytes."""
@@ -163,11 +184,11 @@ class SliceViewer:
         return buffer.getvalue()
 
     def caption(self) -> str:
-        """One line naming the case, plane, slice and the image edges' directions."""
+        """HTML naming the case, the plane, the 1-based slice and the image edges' directions."""
         left, right, top, bottom = ORIENTATION_LETTERS[self.plane]
         return (
-            f"{self.case_id} · {self.plane} {self.index + 1}/{self.n_slices} · "
-            f"image edges: left {left}, right {right}, top {top}, bottom {bottom}"
+            f"<b>{self.case_id}</b><br>{self.plane} slice {self.index + 1}/{self.n_slices}<br>"
+            f"image edges: left {left}, right {right},<br>top {top}, bottom {bottom}"
         )
 
     def static_figure(self) -> Figure:
@@ -193,15 +214,28 @@ class SliceViewer:
         import ipywidgets as w
 
         sources = self._available_sources()
+        width, height = self.picture_size()
         c = {
             "case": w.Dropdown(options=self.case_ids, value=self.case_id, description="case"),
             "plane": w.ToggleButtons(options=list(PLANES), value=self.plane, description="plane"),
             "slice": w.IntSlider(
-                min=0,
-                max=self.n_slices - 1,
-                value=self.index,
+                min=1,
+                max=self.n_slices,
+                value=self.index + 1,
                 description="slice",
                 continuous_update=True,
+                readout=False,
+                layout=w.Layout(width=f"{max(self.box_px, 360)}px"),
+            ),
+            # The slice number, editable: a number box steps with the arrow keys in every
+            # front end, while Notebook 7 takes arrow keys on a focused slider handle to
+            # move between cells.
+            "slice_box": w.BoundedIntText(
+                min=1,
+                max=self.n_slices,
+                value=self.index + 1,
+                continuous_update=True,
+                layout=w.Layout(width="80px"),
             ),
             "source": w.ToggleButtons(
                 options=sources, value=self._source_label(), description="overlay"
@@ -210,34 +244,69 @@ class SliceViewer:
                 min=0.0, max=1.0, step=0.05, value=self.opacity, description="opacity"
             ),
         }
-        self.image = w.Image(value=self.png(), format="png")
+        # Fixed pixel size: without it a flex box stretches the picture to the page's width.
+        self.image = w.Image(
+            value=self.png(),
+            format="png",
+            layout=w.Layout(
+                width=f"{width}px", height=f"{height}px", object_fit="contain", flex="0 0 auto"
+            ),
+        )
         self.label = w.HTML(self.caption())
         self._controls = c
+        w.link((c["slice"], "max"), (c["slice_box"], "max"))
+        w.link((c["slice"], "value"), (c["slice_box"], "value"))
         c["case"].observe(self._on_case, names="value")
         c["plane"].observe(self._on_plane, names="value")
         c["slice"].observe(self._on_change, names="value")
         c["source"].observe(self._on_change, names="value")
         c["opacity"].observe(self._on_change, names="value")
-        legend = w.HTML(_legend_html(self.organs))
+        side = w.VBox(
+            [self.label, w.HTML(_legend_html(self.organs))],
+            layout=w.Layout(margin="0 0 0 12px", min_width="150px"),
+        )
+        picture_row = w.HBox([self.image, side], layout=w.Layout(align_items="flex-start"))
         self.widget = w.VBox(
-            [c["case"], c["plane"], c["source"], c["slice"], c["opacity"], self.image, self.label]
-            + [legend]
+            [
+                c["case"],
+                c["plane"],
+                c["source"],
+                w.HBox([c["slice"], c["slice_box"]]),
+                c["opacity"],
+                picture_row,
+            ]
         )
         return self.widget
+
+    def display_data(self) -> dict[str, object]:
+        """The widget's display bundle, with a still picture for front ends without widgets."""
+        if self.widget is None:
+            raise FlareError("the viewer has no widgets (static mode)")
+        width, height = self.picture_size()
+        fallback = (
+            f"<div><img src='{png_data_uri(self.png())}' width='{width}' height='{height}' "
+            f"alt='slice viewer picture'/><div>{self.caption()}</div>"
+            f"{_legend_html(self.organs)}"
+            f"{missing_extension_note('slice viewer (Jupyter widgets)', 'jupyterlab_widgets')}"
+            "</div>"
+        )
+        return widget_bundle(self.widget, fallback)
 
     def update(self, *_) -> None:
         """Read the controls (if any) and redraw the picture and caption."""
         c = self._controls
         if c:
-            self.index = int(c["slice"].value)
+            self.index = int(c["slice"].value) - 1
             self.source = SOURCES[c["source"].value]
             self.opacity = float(c["opacity"].value)
+            width, height = self.picture_size()
+            self.image.layout.width, self.image.layout.height = f"{width}px", f"{height}px"
             self.image.value = self.png()
             self.label.value = self.caption()
 
     @property
     def controls(self) -> dict[str, ipywidgets.Widget]:
-        """The control widgets by name: case, plane, slice, source, opacity."""
+        """The control widgets by name: case, plane, slice (+ its number box slice_box), source, opacity."""
         return dict(self._controls)
 
     def _on_case(self, change) -> None:
@@ -257,8 +326,8 @@ class SliceViewer:
         c = self._controls
         self._syncing = True
         try:
-            c["slice"].max = self.n_slices - 1
-            c["slice"].value = self.index
+            c["slice"].max = self.n_slices
+            c["slice"].value = self.index + 1
             c["source"].options = self._available_sources()
             c["source"].value = self._source_label()
         finally:
@@ -277,15 +346,41 @@ class SliceViewer:
 
 
 def _legend_html(organs: Sequence[str]) -> str:
+    """One line per organ: a colour swatch and the name (a column beside the picture)."""
     items = []
     for organ in organs:
         r, g, b = (round(255 * c) for c in ORGAN_COLORS[organ])
         swatch = (
-            f"<span style='display:inline-block;width:12px;height:12px;"
-            f"background:rgb({r},{g},{b});margin-right:4px'></span>"
+            f"<span style='display:inline-block;width:14px;height:14px;vertical-align:middle;"
+            f"background:rgb({r},{g},{b});margin-right:6px'></span>"
         )
-        items.append(f"<span style='margin-right:12px'>{swatch}{display_name(organ)}</span>")
-    return "<div>" + "".join(items) + "</div>"
+        items.append(f"<div style='margin:4px 0'>{swatch}{display_name(organ)}</div>")
+    return "<div style='margin-top:10px'>" + "".join(items) + "</div>"
+
+
+def _draw_letters(picture: Image.Image, letters: Sequence[str]) -> None:
+    """Write the (left, right, top, bottom) orientation letters inside the picture's edges."""
+    size = max(11, round(min(picture.size) / 22))
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans:bold"), size)
+    draw = ImageDraw.Draw(picture)
+    width, height = picture.size
+    pad = max(3, size // 4)
+    anchors = (
+        ((pad, height / 2), "lm"),
+        ((width - pad, height / 2), "rm"),
+        ((width / 2, pad), "mt"),
+        ((width / 2, height - pad), "mb"),
+    )
+    for letter, (xy, anchor) in zip(letters, anchors, strict=True):
+        draw.text(
+            xy,
+            letter,
+            fill=(255, 255, 255),
+            font=font,
+            anchor=anchor,
+            stroke_width=2,
+            stroke_fill=(0, 0, 0),
+        )
 
 
 def slice_viewer(
@@ -295,13 +390,15 @@ def slice_viewer(
     organs: Sequence[str] = DEFAULT_ORGANS,
     static: bool | None = None,
     hu_window: Sequence[float] = DEFAULT_HU_WINDOW,
-    width_px: int = 512,
+    box_px: int = DEFAULT_BOX_PX,
 ) -> SliceViewer:
     """Browse cases slice by slice with organ overlays, in Jupyter or Colab.
 
-    Controls: case, plane (axial/coronal/sagittal), slice, overlay (ground truth /
-    prediction / none) and opacity. Views follow the radiological convention of
-    :func:`plot_case` and keep their physical aspect.
+    Controls: case, plane (axial/coronal/sagittal), slice (1-based; a slider and a
+    number box: arrow keys step the box when it has focus), overlay (ground truth / prediction / none) and
+    opacity. Views follow the radiological convention of :func:`plot_case`, keep
+    their physical aspect inside a ``box_px`` square and carry the edge letters
+    (R/L/A/P or S/I); the caption and the legend sit beside the picture.
 
     Args:
         load_case: ``load_case(case_id)`` → :class:`CaseArrays` (or the tuple
@@ -312,29 +409,20 @@ def slice_viewer(
         static: True shows a static figure instead of widgets; None decides by
             :func:`is_headless` (``FLARE_HEADLESS=1``, no IPython kernel, papermill).
         hu_window: (lowest, highest) HU shown.
-        width_px: size of the picture's longer side in pixels.
+        box_px: size in pixels of the square the picture fits (64..640).
 
     Returns:
         The :class:`SliceViewer`. Interactive: its ``widget`` has been displayed.
         Static: its ``figure`` holds a :func:`plot_case` figure of the first case
         (displayed when running under IPython, e.g. papermill) and ``widget`` is None.
     """
-    viewer = SliceViewer(load_case, case_ids, organs=organs, hu_window=hu_window, width_px=width_px)
+    viewer = SliceViewer(load_case, case_ids, organs=organs, hu_window=hu_window, box_px=box_px)
     if static is None:
         static = is_headless()
-    shown = viewer.static_figure() if static else viewer.build_widgets()
     if static:
-        viewer.figure = shown
-    _display(shown)
+        viewer.figure = viewer.static_figure()
+        show(viewer.figure)
+    else:
+        viewer.build_widgets()
+        show(viewer.display_data(), raw=True)
     return viewer
-
-
-def _display(obj) -> None:
-    """Show ``obj`` when an IPython shell exists; plain Python has nowhere to show it."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        return
-    if get_ipython() is not None:
-        display(obj)
