@@ -232,3 +232,63 @@ def test_fov_data_set_zip(tmp_path):
         tmp_path / "b", 1, seed=2, shape=(32, 32, 16), fov=2.0, progress=False
     )
     assert longer.stat().st_size > normal.stat().st_size
+
+
+def test_compare_modes_and_against_ceiling_tables(synthetic_data):
+    from flare_helpers.ceiling import against_ceiling, compare_modes
+    from flare_helpers.evaluate import EvaluationResult
+
+    cfg = load_config(None, SPACING)
+    table = compare_modes(synthetic_data, cfg, ["FLARE22_Tr_0001", "FLARE22_Tr_0002"])
+    assert list(table.columns) == ["spacing (yours)", "resize"]
+    direct = resolution_ceiling(synthetic_data, cfg, ["FLARE22_Tr_0001", "FLARE22_Tr_0002"])
+    assert table.loc["liver", "spacing (yours)"] == pytest.approx(
+        direct.per_case.query("organ == 'liver'")["dsc"].mean()
+    )
+    fake = direct.per_case.assign(dsc=direct.per_case["dsc"] - 0.1)
+    gap = against_ceiling(EvaluationResult(fake), synthetic_data, cfg)
+    np.testing.assert_allclose(gap["gap"].to_numpy(), 0.1, atol=1e-9)
+
+
+def test_notebook_training_parameters_are_the_only_way_in(tmp_path):
+    from flare_helpers.errors import FlareError
+    from flare_helpers.runner import notebook_config, series_paths
+
+    paths = series_paths(tmp_path / "work", tmp_path / "data")
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 7\n  batch_size: 8\n")
+    cfg = notebook_config(paths, config, ["model.kernel_size=3"], train={"epochs": 3})
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.kernel_size) == (3, 8, 3)
+    with pytest.raises(FlareError, match="set epochs = ... in the parameters cell"):
+        notebook_config(paths, None, ["train.epochs=5"], train={"epochs": 3})
+
+
+def test_teaching_figures_show_the_grid_and_the_batch(synthetic_data):
+    from flare_helpers.viz import plot_batch, plot_preprocessing
+
+    case = Case(
+        "FLARE22_Tr_0003",
+        synthetic_data / "images" / "FLARE22_Tr_0003_0000.nii.gz",
+        synthetic_data / "labels" / "FLARE22_Tr_0003.nii.gz",
+    )
+    image, label = load_case(case)
+    titles = {}
+    for mode in ("resize", "spacing"):
+        cfg = load_config(None, [f"preprocess.mode={mode}", *SPACING[1:]])
+        fig = plot_preprocessing(image, label, cfg)
+        titles[mode] = [ax.get_title() for ax in fig.axes]
+        box = pp.crop_box(image, pp.PreprocessParams.from_config(cfg))
+        (outline,) = fig.axes[0].patches
+        assert outline.get_width() == box[0].stop - box[0].start  # coronal: columns are R-L
+        assert outline.get_height() == box[2].stop - box[2].start  # rows are S-I
+    assert "squeezed into 32×32×16" in titles["resize"][1]
+    assert titles["spacing"][1].startswith("network grid, at 1.5×1.5×3 mm: ")
+    y = np.zeros((2, 16, 12, 8, 5), np.float32)
+    y[..., 0] = 1
+    y[0, 4:8, 3:6, 5, :] = np.eye(5)[1]  # liver only on slice 6 of sample 1
+    y[1, 2:4, 2:4, 2:4, :] = np.eye(5)[3]  # left kidney on slices 3-4 of sample 2
+    x = np.random.default_rng(0).random((2, 16, 12, 8, 1), dtype=np.float32)
+    fig = plot_batch(x, y, ("liver", "right_kidney", "left_kidney", "spleen"))
+    tops = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert tops == ["sample 1, axial 6/8", "sample 2, axial 3/8"]
+    assert len(fig.axes) == 4
