@@ -37,6 +37,9 @@ SMOKE_ARGS: dict[str, str] = {
     "predict_ct": "--shape 96 96 40 --target 32 32 16 --set model.base_filters=4 --repeats 1 "
     "--cli-repeats 1 --backends tensorflow",
     "gpu_vnet_vs_monai": "--shape 32 32 16 --batches 2 --steps 2 --precisions fp32",
+    "scan_range": "--minutes 0.2 --cases 6 --test-cases 2 --shape 64 64 32",
+    "sliding_window_speed": "--shape 96 96 40 --set model.base_filters=4 "
+    "--set preprocess.target_shape=[32,32,16]",
 }
 
 
