@@ -25,8 +25,10 @@ $(BIN)/flare-synth: pyproject.toml
 	$(BIN)/python -m ipykernel install --user --name flare-vnet --display-name "Python (flare-vnet)"
 	@touch $@
 
+# Two pytest-xdist workers: much of the suite is single-threaded Python and process starts
+# (tests/conftest.py keeps the tests of the one notebook-series run on one worker).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Installs into a Colab-like Python 3.13 venv: (a) the base install, as the notebooks'
 # first cell runs it in Colab, must change none of Colab's packages; (b) with the

@@ -17,6 +17,23 @@ from flare_helpers.synthetic import write_synthetic_zip
 
 REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
 
+#: Tests sharing the one notebook-series run (test_runner.py's session fixture ``ci_series``).
+SERIES_TESTS = "tests/test_runner.py::test_series_"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Spread tests one by one over pytest-xdist workers, but the series tests onto one.
+
+    Otherwise each worker would run the series (a minute) for its own share of them.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SeriesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SERIES_TESTS if nodeid.startswith(SERIES_TESTS) else nodeid
+
+    return SeriesOnOneWorker(config, log)
+
 
 @pytest.fixture(scope="session")
 def synthetic_zip(tmp_path_factory) -> Path:

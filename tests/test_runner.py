@@ -49,9 +49,12 @@ def _digests(folder: Path, pattern: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ci_series(tmp_path_factory) -> tuple[Path, Path]:
-    """One run of the whole series with the CI profile: (profile file, notebooks folder)."""
+    """One run of the whole series with the CI profile: (profile file, notebooks folder).
+
+    Its tests are named ``test_series_*``: conftest keeps them on one pytest-xdist worker.
+    """
     tmp = tmp_path_factory.mktemp("series")
     profile = _ci_profile(tmp)
     return profile, run_series(profile, base=tmp, progress=False)
@@ -109,7 +112,7 @@ def test_series_leaves_model_metrics_figures_and_video(ci_series):
 
 
 @pytest.mark.slow
-def test_rerunning_the_series_changes_nothing(ci_series, tmp_path):
+def test_series_rerun_changes_nothing(ci_series, tmp_path):
     """A second run finds everything done: the cache, model and scores stay byte-identical."""
     profile, executed = ci_series
     work = executed.parent

@@ -204,7 +204,7 @@ def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path
         train(cfg, progress=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def learning_data(tmp_path_factory) -> Path:
     """20 phantoms of 96×96×40 (seed 11), shared by the two learning tests."""
     folder = tmp_path_factory.mktemp("learning")
@@ -252,7 +252,7 @@ def test_small_vnet_learns_from_spacing_patches(learning_data, tmp_path):
 LEARNING_SETTINGS = [
     "preprocess.mode=resize",
     "preprocess.target_shape=[48,48,32]",
-    "preprocess.workers=2",
+    "preprocess.workers=1",
     "model.base_filters=8",
     "model.depth=3",
     "model.convs_per_stage=[1,2,2,2]",
@@ -260,7 +260,7 @@ LEARNING_SETTINGS = [
     "augment.enabled=false",
     "train.batch_size=2",
     "train.learning_rate=0.002",
-    "train.epochs=25",
+    "train.epochs=18",
     "train.seed=3",
 ]
 
@@ -272,7 +272,7 @@ SPACING_LEARNING_SETTINGS = [
     "preprocess.target_spacing=[1.5,1.5,4.0]",
     "preprocess.target_shape=[32,32,16]",
     "train.patches_per_case=2",
-    "train.epochs=16",
+    "train.epochs=14",
 ]
 
 
