@@ -21,6 +21,7 @@ REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
 SERIES_TESTS = "tests/test_runner.py::test_series_"
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` (no xdist, e.g. make test-colab) runs too
 def pytest_xdist_make_scheduler(config, log):
     """Spread tests one by one over pytest-xdist workers, but the series tests onto one.
 
