@@ -89,8 +89,7 @@ def compare_modes(
         result = resolution_ceiling(
             data_dir, cfg.replace(preprocess={"mode": mode}), case_ids, progress=False
         )
-        name = f"{mode} (yours)" if mode == mine else mode
-        columns[name] = result.summary().set_index("organ")["dsc_mean"]
+        columns[f"{mode} (yours)" if mode == mine else mode] = _mean_dsc(result)
     return pd.DataFrame(columns)
 
 
@@ -108,11 +107,11 @@ def against_ceiling(result: EvaluationResult, data_dir: str | Path, cfg: Config)
     """
     case_ids = list(dict.fromkeys(result.per_case["case"]))
     best = resolution_ceiling(data_dir, cfg, case_ids, progress=False)
-    table = pd.DataFrame(
-        {
-            "model": result.summary().set_index("organ")["dsc_mean"],
-            "ceiling": best.summary().set_index("organ")["dsc_mean"],
-        }
-    )
+    table = pd.DataFrame({"model": _mean_dsc(result), "ceiling": _mean_dsc(best)})
     table["gap"] = table["ceiling"] - table["model"]
     return table
+
+
+def _mean_dsc(result: EvaluationResult) -> pd.Series:
+    """Mean DSC per organ (and ``"all organs"``) of an evaluation's summary."""
+    return result.summary().set_index("organ")["dsc_mean"]

@@ -35,11 +35,11 @@ def patch_start(
     """
     room = [max(n - p, 0) for n, p in zip(label.shape, patch, strict=True)]
     if rng.random() < foreground_fraction:
-        counts = np.bincount(np.asarray(label).ravel(), minlength=2)
-        present = np.flatnonzero(counts[1:]) + 1
+        voxels = np.asarray(label).ravel()
+        present = np.flatnonzero(np.bincount(voxels, minlength=2)[1:]) + 1
         if present.size:
             organ = int(rng.choice(present))
-            flat = np.flatnonzero(np.asarray(label).ravel() == organ)
+            flat = np.flatnonzero(voxels == organ)
             voxel = np.unravel_index(int(flat[rng.integers(flat.size)]), label.shape)
             return tuple(
                 int(np.clip(v - p // 2, 0, r)) for v, p, r in zip(voxel, patch, room, strict=True)

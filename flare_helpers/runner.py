@@ -124,9 +124,8 @@ def notebook_config(
     overrides = list(overrides)
     train = dict(train or {})
     for text in overrides:
-        key = text.partition("=")[0].strip()
-        if key.startswith("train.") and key[len("train.") :] in train:
-            name = key[len("train.") :]
+        section, _, name = text.partition("=")[0].strip().partition(".")
+        if section == "train" and name in train:
             raise FlareError(
                 f"override '{text}' sets a notebook parameter: set {name} = ... in the "
                 "parameters cell instead"

@@ -91,6 +91,13 @@ def display_name(organ: str) -> str:
     return organ.replace("_", " ")
 
 
+def legend_handles(organs: Sequence[str]) -> list:
+    """Matplotlib legend patches, one per organ in its ``ORGAN_COLORS`` colour."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=ORGAN_COLORS[o], label=display_name(o)) for o in organs]
+
+
 def plane_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     """The 2D slice ``index`` of ``plane``, oriented for display (row 0 at the top)."""
     axis = _axis(plane)

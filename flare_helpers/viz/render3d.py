@@ -21,13 +21,12 @@ import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from tqdm.std import tqdm
 
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
+from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.mesh import MESH_MAX_VOXELS, Mesh, organ_meshes
-from flare_helpers.viz.planes import display_name, organ_names
+from flare_helpers.viz.planes import legend_handles, organ_names
 from flare_helpers.viz.video import write_video
 
 #: Triangle budget per video panel (render time grows linearly with it).
@@ -175,7 +174,7 @@ class Turntable:
                 ax.text(0.5, 0.5, "no organs", color="white", ha="center", transform=ax.transAxes)
             self._panels.append((artist, surface))
         present = [o for o in organs if any(o in meshes for _, meshes in panels)]
-        handles = [Patch(color=ORGAN_COLORS[o], label=display_name(o)) for o in present]
+        handles = legend_handles(present)
         self.fig.legend(
             handles=handles,
             loc="lower center",

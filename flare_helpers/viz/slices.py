@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from PIL import Image
 
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
+from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.planes import (
     DEFAULT_ALPHA,
     DEFAULT_HU_WINDOW,
@@ -22,7 +21,7 @@ from flare_helpers.viz.planes import (
     PLANES,
     CaseArrays,
     dice_text,
-    display_name,
+    legend_handles,
     organ_centre,
     organ_names,
     overlay_rgb,
@@ -112,7 +111,7 @@ def plot_case(
     scores = dice_text(dice or {}, organs, width=int(width_in * 11))
     fig.suptitle("\n".join(t for t in (title, scores) if t), fontsize=11)
     if len(columns) > 1:
-        handles = [Patch(color=ORGAN_COLORS[o], label=display_name(o)) for o in organs]
+        handles = legend_handles(organs)
         ncol = min(len(handles), max(1, int(width_in / 1.5)))
         fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9)
     return fig

@@ -12,15 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Rectangle
 
 from flare_helpers.config import Config
-from flare_helpers.labels import ORGAN_COLORS, OrganSet
+from flare_helpers.labels import OrganSet
 from flare_helpers.nifti import Volume
 from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_image, prepare_label
 from flare_helpers.viz.planes import (
     PLANE_AXIS,
-    display_name,
+    legend_handles,
     organ_centre,
     overlay_rgb,
     plane_slice,
@@ -32,7 +32,7 @@ _UNIT_WINDOW = (0.0, 1.0)
 
 
 def _legend(fig: Figure, organs: Sequence[str]) -> None:
-    handles = [Patch(color=ORGAN_COLORS[o], label=display_name(o)) for o in organs]
+    handles = legend_handles(organs)
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
 
 
