@@ -11,6 +11,7 @@ nothing is held in RAM between batches. Whole cached volumes are served in
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,17 +22,24 @@ from flare_helpers.augment import augment_pair, lr_swap_pairs
 from flare_helpers.config import AugmentConfig
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import DEFAULT_ORGANS, OrganSet, one_hot
-from flare_helpers.patches import cut_patch, patch_start
+from flare_helpers.patches import cut_patch, organ_patch_starts, patch_start
 from flare_helpers.preprocess import entry_dir
 
 IMAGE_FILE = "image.npy"
 LABEL_FILE = "label.npy"
 
 
+#: ``np.load`` parses a ``.npy`` header with ``ast.literal_eval``; parses in several
+#: threads at once can crash CPython 3.11 ("AST constructor recursion depth mismatch",
+#: cpython issue 106905), so Keras' worker threads parse headers one at a time.
+_HEADER_LOCK = threading.Lock()
+
+
 def _open(path: Path) -> np.ndarray:
-    """Memory-map a cached array (header read now, voxels only when touched)."""
+    """Memory-map a cached array (header read now, voxels only when touched); thread-safe."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        with _HEADER_LOCK:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError as exc:
         raise FlareError("cached array is missing (run flare-preprocess again)", path) from exc
     except (OSError, ValueError) as exc:
@@ -60,8 +68,9 @@ class FlareDataset(keras.utils.PyDataset):
             (``spacing`` mode; cases may then differ in shape). Each epoch has
             ``patches_per_case`` samples per case; a sample is centred on an organ
             voxel with probability ``foreground_fraction`` (:func:`patches.patch_start`).
-        fixed_patches: cut the same patches every epoch (validation: comparable
-            scores from epoch to epoch).
+        organ_patches: validation patches instead: one centred on each organ present
+            in each case (:func:`patches.organ_patch_starts`), the same every epoch,
+            so every organ of every case is scored and scores compare across epochs.
 
     Reproducibility, also with workers: batch ``i`` is a pure function of
     ``(seed, epoch, i)``. The case order of an epoch is
@@ -114,7 +123,7 @@ class FlareDataset(keras.utils.PyDataset):
         patch_shape: Sequence[int] | None = None,
         patches_per_case: int = 1,
         foreground_fraction: float = 0.33,
-        fixed_patches: bool = False,
+        organ_patches: bool = False,
     ) -> None:
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
@@ -139,10 +148,9 @@ class FlareDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.patch_shape = tuple(int(n) for n in patch_shape) if patch_shape else None
         self.samples_per_case = int(patches_per_case) if self.patch_shape else 1
+        self.drop_remainder = bool(drop_remainder)
         self.foreground_fraction = float(foreground_fraction)
-        self.fixed_patches = bool(fixed_patches)
-        self.n_samples = len(self.case_ids) * self.samples_per_case
-        self.drop_remainder = bool(drop_remainder) and self.n_samples >= self.batch_size
+        self._arrays: dict[Path, np.ndarray] = {}
         self.augment = augment if augment is not None and augment.enabled else None
         flips = self.augment is not None and self.augment.lr_flip_probability > 0
         self.swap_classes = tuple(lr_swap_pairs(organ_set.organs)) if flips else ()
@@ -155,6 +163,20 @@ class FlareDataset(keras.utils.PyDataset):
         )
         shape = self._check_cache()
         self.volume_shape = self.patch_shape or shape
+        #: (case index, patch corner) of each validation patch; empty for random patches.
+        self.fixed_samples: tuple[tuple[int, tuple[int, int, int]], ...] = ()
+        if organ_patches and self.patch_shape is not None:
+            self.fixed_samples = tuple(
+                (index, start)
+                for index in range(len(self.case_ids))
+                for start in organ_patch_starts(
+                    self._array(self._files[index][1]), self.patch_shape
+                )
+            )
+            if not self.fixed_samples:
+                raise FlareError("no organ in any of these cases to validate on", self.cache_dir)
+        self.n_samples = len(self.fixed_samples) or len(self.case_ids) * self.samples_per_case
+        self.drop_remainder = bool(drop_remainder) and self.n_samples >= self.batch_size
 
     def _check_cache(self) -> tuple[int, int, int]:
         """Every case present, 3D, image and label alike (one shape for all unless
@@ -165,7 +187,7 @@ class FlareDataset(keras.utils.PyDataset):
                 raise FlareError(
                     f"case {case_id} is not in the cache (run flare-preprocess)", image_path.parent
                 )
-            image, label = _open(image_path), _open(label_path)
+            image, label = self._array(image_path), self._array(label_path)
             if image.ndim != 3 or not np.issubdtype(image.dtype, np.floating):
                 raise FlareError(
                     f"expected a 3D float image, got {image.dtype} {image.shape}", image_path
@@ -183,6 +205,17 @@ class FlareDataset(keras.utils.PyDataset):
             shape = shape or image.shape
         return tuple(int(n) for n in shape)
 
+    def _array(self, path: Path) -> np.ndarray:
+        """The memory map of a cached array, opened once per dataset (and per process)."""
+        array = self._arrays.get(path)
+        if array is None:
+            array = self._arrays.setdefault(path, _open(path))
+        return array
+
+    def __getstate__(self) -> dict:
+        """Pickled for worker processes without the memory maps (they reopen them)."""
+        return {**self.__dict__, "_arrays": {}}
+
     def __len__(self) -> int:
         if self.drop_remainder:
             return self.n_samples // self.batch_size
@@ -192,6 +225,8 @@ class FlareDataset(keras.utils.PyDataset):
         """Case indices (into ``case_ids``) in the order served in ``epoch`` (default: current);
         each case appears ``samples_per_case`` times."""
         epoch = self.epoch if epoch is None else epoch
+        if self.fixed_samples:
+            return np.array([index for index, _ in self.fixed_samples], dtype=np.int64)
         samples = np.arange(self.n_samples)
         if self.shuffle:
             samples = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
@@ -200,8 +235,8 @@ class FlareDataset(keras.utils.PyDataset):
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Case ``case_ids[index]`` from the cache: float32 image, uint8 label (X, Y, Z)."""
         image_path, label_path = self._files[index]
-        image = np.asarray(_open(image_path), dtype=np.float32)
-        label = np.array(_open(label_path), dtype=np.uint8)
+        image = np.asarray(self._array(image_path), dtype=np.float32)
+        label = np.array(self._array(label_path), dtype=np.uint8)
         if label.shape != image.shape or (
             self.patch_shape is None and image.shape != self.volume_shape
         ):
@@ -213,9 +248,11 @@ class FlareDataset(keras.utils.PyDataset):
 
     def cut(self, image: np.ndarray, label: np.ndarray, position: int):
         """The patch of ``position`` (same draw for a position and epoch, whatever the thread)."""
-        epoch = 0 if self.fixed_patches else self.epoch
-        rng = np.random.default_rng([self.seed, epoch, position, 1])
-        start = patch_start(label, self.patch_shape, rng, self.foreground_fraction)
+        if self.fixed_samples:
+            start = self.fixed_samples[position][1]
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, position, 1])
+            start = patch_start(label, self.patch_shape, rng, self.foreground_fraction)
         return cut_patch(image, start, self.patch_shape), cut_patch(label, start, self.patch_shape)
 
     def sample(self, position: int) -> tuple[np.ndarray, np.ndarray]:

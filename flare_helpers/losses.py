@@ -15,29 +15,40 @@ from keras import ops
 class DiceCELoss(keras.losses.Loss):
     """``dice_weight · soft Dice loss + ce_weight · cross-entropy``, one value per sample.
 
-    Soft Dice loss of sample ``b`` and class ``c`` (sums over the voxels of that sample)::
+    Soft Dice of class ``c`` (sums over the voxels of one sample, or of the whole
+    batch with ``batch_dice``)::
 
-        1 - (2 Σ p·g + smooth) / (Σ p + Σ g + smooth)
+        (2 Σ p·g + smooth) / (Σ p + Σ g + smooth)
 
-    averaged over the included classes. It is computed per sample, not over the
-    pooled batch, because FLARE scores each case separately: pooled sums let a
-    large organ in one volume hide a missed small organ in another, and make the
-    loss depend on how volumes happen to be batched. A class absent from a
-    sample's ground truth contributes ≈ 0 only when the prediction for it is
-    empty too (the ``smooth`` terms), otherwise ≈ 1, as in MONAI's
-    ``DiceLoss(batch=False)``.
+    The Dice loss is ``1 - Dice`` averaged over the included classes **present in
+    the ground truth** (of that sample, or of the batch). A class absent from
+    the ground truth has no Dice to learn from: counting it as a loss of ≈ 1
+    unless its probabilities sum to ≈ 0 over the whole volume (MONAI's default)
+    adds a near-constant term with a gradient cliff, and on a patch that misses
+    most organs it drowns the organs the patch does show. False positives of an
+    absent class are the cross-entropy term's job. A sample (or batch) with no
+    included class present has a Dice loss of 0.
+
+    ``batch_dice=False`` (resize mode: every organ is in every whole-body
+    sample) keeps each case separate, because FLARE scores cases separately:
+    pooled sums let a large organ in one volume hide a missed small organ in
+    another. ``batch_dice=True`` (spacing mode, as nnU-Net's 3D full-resolution
+    patches) sums over the batch: a kidney that shows only its edge in one
+    patch adds a few voxels to the batch's kidney Dice instead of a noisy Dice
+    of its own. The batch Dice loss is the same for every sample of the batch.
 
     Cross-entropy is averaged over the voxels of each sample (all classes,
     background included). Keras then averages the per-sample values over the
-    batch (``reduction="sum_over_batch_size"``), honouring ``sample_weight``.
+    batch (``reduction="sum_over_batch_size"``), honouring ``sample_weight``
+    (which, with ``batch_dice``, weights only the cross-entropy term's samples).
 
     Args:
         dice_weight: weight of the Dice term.
         ce_weight: weight of the cross-entropy term.
         include_background: whether class 0 enters the Dice mean; off by default
             because background dominates the volume and would inflate Dice.
-        smooth: added to numerator and denominator, so an empty class predicted
-            empty scores a loss of 0 and gradients stay finite.
+        smooth: added to numerator and denominator, so gradients stay finite.
+        batch_dice: sum the Dice counts over the batch (patches) instead of per sample.
     """
 
     def __init__(
@@ -46,6 +57,7 @@ class DiceCELoss(keras.losses.Loss):
         ce_weight: float = 1.0,
         include_background: bool = False,
         smooth: float = 1e-5,
+        batch_dice: bool = False,
         name: str = "dice_ce",
         **kwargs,
     ) -> None:
@@ -54,9 +66,10 @@ class DiceCELoss(keras.losses.Loss):
         self.ce_weight = float(ce_weight)
         self.include_background = bool(include_background)
         self.smooth = float(smooth)
+        self.batch_dice = bool(batch_dice)
 
     def dice_loss(self, y_true, y_pred):
-        """Per-sample soft Dice loss ``(batch,)``, averaged over the included classes."""
+        """Soft Dice loss ``(batch,)``, averaged over the included classes present in the truth."""
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
         if not self.include_background:
@@ -64,11 +77,19 @@ class DiceCELoss(keras.losses.Loss):
                 raise ValueError("include_background=False needs at least 2 classes")
             y_true = y_true[..., 1:]
             y_pred = y_pred[..., 1:]
-        spatial_axes = tuple(range(1, len(y_pred.shape) - 1))
-        intersection = ops.sum(y_true * y_pred, axis=spatial_axes)
-        denominator = ops.sum(y_true, axis=spatial_axes) + ops.sum(y_pred, axis=spatial_axes)
+        first_axis = 0 if self.batch_dice else 1
+        axes = tuple(range(first_axis, len(y_pred.shape) - 1))
+        intersection = ops.sum(y_true * y_pred, axis=axes)
+        truth = ops.sum(y_true, axis=axes)
+        denominator = truth + ops.sum(y_pred, axis=axes)
         dice = (2.0 * intersection + self.smooth) / (denominator + self.smooth)
-        return ops.mean(1.0 - dice, axis=-1)
+        present = ops.cast(truth > 0, "float32")
+        loss = ops.sum((1.0 - dice) * present, axis=-1) / ops.maximum(
+            ops.sum(present, axis=-1), 1.0
+        )
+        if self.batch_dice:
+            loss = ops.broadcast_to(loss, (ops.shape(y_pred)[0],))
+        return loss
 
     def ce_loss(self, y_true, y_pred):
         """Per-sample categorical cross-entropy ``(batch,)``, averaged over voxels."""
@@ -89,4 +110,5 @@ class DiceCELoss(keras.losses.Loss):
             "ce_weight": self.ce_weight,
             "include_background": self.include_background,
             "smooth": self.smooth,
+            "batch_dice": self.batch_dice,
         }

@@ -47,6 +47,29 @@ def patch_start(
     return tuple(int(rng.integers(0, r + 1)) for r in room)
 
 
+def organ_patch_starts(label: np.ndarray, patch: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Corners of one patch per organ present in ``label``, in class order: each patch
+    centred on its organ's bounding box (kept inside the volume where it fits), so an
+    organ larger than the patch shows its middle. Validation scores these patches."""
+    label = np.asarray(label)
+    room = [max(n - p, 0) for n, p in zip(label.shape, patch, strict=True)]
+    starts = []
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=2)[1:]) + 1
+    for organ in present:
+        mask = label == organ
+        centre = []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            hits = np.flatnonzero(mask.any(axis=other))
+            centre.append((int(hits[0]) + int(hits[-1])) // 2)
+        starts.append(
+            tuple(
+                int(np.clip(c - p // 2, 0, r)) for c, p, r in zip(centre, patch, room, strict=True)
+            )
+        )
+    return starts
+
+
 def cut_patch(
     array: np.ndarray, start: Sequence[int], patch: Sequence[int], fill: float = 0
 ) -> np.ndarray:

@@ -220,7 +220,11 @@ def _blob_mask(
 
 
 def make_phantom(
-    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE, fov: float = 1.0
+    seed: int,
+    case_number: int,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    fov: float = 1.0,
+    voxel_scale: float | Sequence[float] = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build one case in canonical RAS voxel order.
 
@@ -234,6 +238,10 @@ def make_phantom(
             world positions and more body above and below (a chest-to-pelvis scan
             beside an abdomen-only one). The central ``Z`` slices hold exactly the
             normal scan's labels.
+        voxel_scale: multiplies the voxel size (one factor, or X, Y, Z factors): the
+            same anatomy in fewer, larger voxels. A 128×128×40 phantom with
+            ``(4.5, 4.5, 2)`` spans a real CT's 350–520 mm field of view and
+            200–400 mm scan range, so tests can train at CT-like physical size cheaply.
 
     Returns:
         ``(image, labels, affine)``: int16 HU (X, Y, Z), uint8 FLARE22 ids, and the
@@ -244,11 +252,14 @@ def make_phantom(
         raise FlareError(f"phantom shape must be three sizes >= 8, got {list(shape)}")
     if not (math.isfinite(fov) and 1.0 <= fov <= 10.0):
         raise FlareError(f"--fov must be between 1 and 10, got {fov}")
+    scale = np.broadcast_to(np.asarray(voxel_scale, dtype=np.float64), (3,))
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise FlareError(f"--voxel-scale must be > 0, got {list(np.ravel(voxel_scale))}")
     extra = int(round(shape[2] * (fov - 1.0) / 2.0))
     shape = (shape[0], shape[1], shape[2] + 2 * extra)
     rng = np.random.default_rng([int(seed), int(case_number)])
     inplane = rng.uniform(0.6, 0.9)
-    spacing = np.array([inplane, inplane, rng.uniform(2.5, 5.0)])
+    spacing = np.array([inplane, inplane, rng.uniform(2.5, 5.0)]) * scale
     grid = _grid(shape, extra)
     u, v, _ = grid
 
@@ -309,10 +320,14 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 
 def case_files(
-    seed: int, case_number: int, shape: Sequence[int] = DEFAULT_SHAPE, fov: float = 1.0
+    seed: int,
+    case_number: int,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    fov: float = 1.0,
+    voxel_scale: float | Sequence[float] = 1.0,
 ) -> dict[str, bytes]:
     """The two ``.nii.gz`` files of one case, keyed by their path inside the zip."""
-    image, labels, affine = make_phantom(seed, case_number, shape, fov)
+    image, labels, affine = make_phantom(seed, case_number, shape, fov, voxel_scale)
     axcodes = ORIENTATIONS[(case_number - 1) % len(ORIENTATIONS)]
     image_o, affine_o = reorient(image, affine, axcodes)
     labels_o, _ = reorient(labels, affine, axcodes)
@@ -330,6 +345,7 @@ def write_synthetic_zip(
     shape: Sequence[int] = DEFAULT_SHAPE,
     *,
     fov: float = 1.0,
+    voxel_scale: float | Sequence[float] = 1.0,
     progress: bool = True,
 ) -> Path:
     """Write ``out_dir/FLARE22Train.zip`` with ``n_cases`` phantom cases.
@@ -345,7 +361,7 @@ def write_synthetic_zip(
         for case_number in tqdm(
             range(1, n_cases + 1), desc="synthetic cases", disable=not progress
         ):
-            for name, payload in case_files(seed, case_number, shape, fov).items():
+            for name, payload in case_files(seed, case_number, shape, fov, voxel_scale).items():
                 info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, payload)

@@ -158,6 +158,13 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def uses_batch_dice(cfg: Config) -> bool:
+    """``train.batch_dice``, with ``auto`` resolved per mode: pooled over the batch for
+    spacing-mode patches (most miss most organs), per case for resize mode's whole bodies."""
+    setting = cfg.train.batch_dice
+    return cfg.preprocess.mode == "spacing" if setting == "auto" else bool(setting)
+
+
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """Soft Dice + cross-entropy with the configured weights (``train.dice_weight`` …)."""
     from flare_helpers.losses import DiceCELoss
@@ -166,6 +173,7 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
         dice_weight=cfg.train.dice_weight,
         ce_weight=cfg.train.ce_weight,
         include_background=cfg.train.dice_include_background,
+        batch_dice=uses_batch_dice(cfg),
     )
 
 
@@ -195,11 +203,12 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
 
     ``resize`` mode serves whole cached volumes. ``spacing`` mode serves
     ``preprocess.target_shape`` patches: random ones (``train.foreground_fraction``
-    of them centred on an organ) for training, and for validation
-    ``train.patches_per_case`` fixed organ-centred patches per case, the same every
-    epoch. That validation is cheaper than a sliding window over each whole case
-    and keeps epochs comparable; it does not see false positives far from the
-    organs, which the held-out evaluation (whole cases, sliding window) does.
+    of them centred on an organ) for training, and for validation one fixed patch
+    centred on each organ present in each validation case, the same every epoch,
+    so every organ of every case is scored. That validation is cheaper than a
+    sliding window over each whole case and keeps epochs comparable; it does not
+    see false positives far from the organs, which the held-out evaluation (whole
+    cases, sliding window) does.
 
     Returns:
         ``(train, val)``; ``val`` is None when the split has no validation cases.
@@ -232,8 +241,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
         FlareDataset(
             case_ids=splits["val"],
             seed=cfg.train.seed,
-            foreground_fraction=1.0,
-            fixed_patches=True,
+            organ_patches=True,
             **common,
         )
         if splits["val"]

@@ -86,13 +86,29 @@ class OrganDice(_HardDice):
 
 @keras.saving.register_keras_serializable(package="flare_helpers")
 class MeanOrganDice(_HardDice):
-    """Mean over classes ``1 … n_classes-1`` (never background) of their epoch hard Dice."""
+    """Mean over the organ classes ``1 … n_classes-1`` (never background) of their epoch
+    hard Dice, counting only organs seen in the ground truth or the prediction.
+
+    This is the number that picks ``best.keras``. An organ absent from everything
+    seen and predicted nowhere has no Dice: counting it as 1.0 (as the per-organ
+    monitors do, the FLARE convention) would let a model that predicts nothing
+    score well on data that lack organs. An organ predicted where the truth has
+    none scores 0. With no organ seen at all the result is 1.0.
+    """
 
     def __init__(self, n_classes: int, name: str = "mean_dice", **kwargs) -> None:
         if int(n_classes) < 2:
             raise ValueError(f"n_classes must be >= 2 (background + organs), got {n_classes}")
         super().__init__(range(1, int(n_classes)), name=name, **kwargs)
         self.n_classes = int(n_classes)
+
+    def result(self):
+        seen = ops.cast(
+            2.0 * self.true_positives + self.false_positives + self.false_negatives > 0, "float32"
+        )
+        n_seen = ops.sum(seen)
+        mean = ops.sum(self.per_class() * seen) / ops.maximum(n_seen, 1.0)
+        return ops.where(n_seen > 0, mean, 1.0)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "n_classes": self.n_classes}

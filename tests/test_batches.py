@@ -160,3 +160,56 @@ def test_settings_that_cannot_work_are_refused(cache):
     with pytest.raises(FlareError, match="label holds class 4 but n_classes is 3") as info:
         fewer[0]
     assert info.value.path.name == "label.npy"
+
+
+def test_cache_reads_from_many_threads_at_once(cache, tmp_path, monkeypatch):
+    """Keras fills batches in threads. ``np.load`` parses each .npy header with
+    ``ast.literal_eval``, and parses in several threads at once can crash CPython 3.11
+    (cpython issue 106905, rare): no two threads may parse at once, and reads stay right."""
+    import ast
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flare_helpers.batches import _open
+
+    parse, inside, most, guard = ast.literal_eval, [0], [0], threading.Lock()
+
+    def watched_parse(text):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.0005)  # widen the window in which another thread could enter
+        try:
+            return parse(text)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "literal_eval", watched_parse)
+    cache_dir, ids = cache
+    # headers of many shapes and dtypes, so every parse has real work to do
+    files = []
+    for k in range(24):
+        path = tmp_path / f"a{k}.npy"
+        np.save(path, np.full((k + 1, 3, 2), k, dtype=[np.uint8, np.float32, np.int16][k % 3]))
+        files.append(path)
+
+    def read(k: int) -> int:
+        array = _open(files[k % len(files)])
+        assert array.shape == (k % len(files) + 1, 3, 2) and int(array[0, 0, 0]) == k % len(files)
+        return k
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert sorted(pool.map(read, range(2000))) == list(range(2000))
+    assert most[0] == 1  # one header parse at a time
+
+    ds = FlareDataset(cache_dir, ids, N_CLASSES, 2, augment=STRONG, shuffle=True, seed=5)
+    expected = [ds[i] for i in range(len(ds))]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        served = list(pool.map(lambda i: ds[i % len(ds)], range(8 * len(ds))))
+    for i, (x, y) in enumerate(served):
+        np.testing.assert_array_equal(x, expected[i % len(ds)][0])
+        np.testing.assert_array_equal(y, expected[i % len(ds)][1])
+    assert len(ds._arrays) == 2 * len(ids)  # each memory map opened once
+    assert pickle.loads(pickle.dumps(ds))._arrays == {}  # worker processes reopen their own

@@ -22,15 +22,23 @@ def random_probabilities(rng: np.random.Generator, shape: tuple[int, ...]) -> np
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def numpy_dice_ce(y_true, y_pred, dice_weight=1.0, ce_weight=1.0, background=False, smooth=1e-5):
-    """Independent float64 reference: per-sample Dice over classes + voxel-mean CE, batch mean."""
+def numpy_dice_ce(
+    y_true, y_pred, dice_weight=1.0, ce_weight=1.0, background=False, smooth=1e-5, batch=False
+):
+    """Independent float64 reference: Dice over the classes present in the truth (per sample,
+    or pooled over the batch) + voxel-mean CE, batch mean."""
     y_true = y_true.astype(np.float64)
     y_pred = y_pred.astype(np.float64)
     first = 0 if background else 1
-    axes = tuple(range(1, y_true.ndim - 1))
     t, p = y_true[..., first:], y_pred[..., first:]
+    if batch:
+        t, p = t[None], p[None]
+    axes = tuple(range(1, t.ndim - 1))
     dice = (2 * (t * p).sum(axes) + smooth) / (t.sum(axes) + p.sum(axes) + smooth)
-    dice_loss = (1 - dice).mean(axis=-1)
+    present = t.sum(axes) > 0
+    dice_loss = np.array(
+        [(1 - d)[m].mean() if m.any() else 0.0 for d, m in zip(dice, present, strict=True)]
+    )
     ce = -(y_true * np.log(np.clip(y_pred, 1e-7, 1 - 1e-7))).sum(-1)
     ce = ce.reshape(len(ce), -1).mean(axis=-1)
     return float((dice_weight * dice_loss + ce_weight * ce).mean())
@@ -76,6 +84,51 @@ def test_dice_is_per_sample_not_pooled_over_the_batch():
     assert float(loss(y_true, y_pred)) == pytest.approx(0.5, abs=1e-5)
 
 
+def test_organ_absent_from_a_sample_adds_no_dice_loss():
+    # class 2 is in neither sample's truth: its predicted probabilities must not matter
+    rng = np.random.default_rng(7)
+    y_true = one_hot(rng.integers(0, 2, size=(2, 6, 6, 4)), 3)
+    low = random_probabilities(rng, (2, 6, 6, 4, 3))
+    high = low.copy()
+    high[..., 2] += 5.0
+    high /= high.sum(axis=-1, keepdims=True)
+    for batch in (False, True):
+        loss = DiceCELoss(ce_weight=0.0, batch_dice=batch)
+        for y_pred in (low, high):
+            t, p = y_true[..., 1], y_pred[..., 1]
+            axes = (0, 1, 2, 3) if batch else (1, 2, 3)
+            expected = 1 - (2 * (t * p).sum(axes) + 1e-5) / (t.sum(axes) + p.sum(axes) + 1e-5)
+            np.testing.assert_allclose(
+                np.asarray(loss.dice_loss(y_true, y_pred)),
+                np.broadcast_to(expected, (2,)),
+                atol=1e-5,
+            )
+    # a sample with no organ at all has only its cross-entropy
+    empty = one_hot(np.zeros((1, 4, 4, 4), "int64"), 3)
+    assert float(DiceCELoss().dice_loss(empty, random_probabilities(rng, (1, 4, 4, 4, 3)))[0]) == 0
+
+
+def test_batch_dice_pools_counts_over_the_batch():
+    # the per-sample test's batch: pooled, the large organ hides the missed voxel
+    y_true = np.zeros((2, 4, 4, 4, 2), "float32")
+    y_true[..., 0] = 1
+    y_true[0, :, :, :2] = (0, 1)
+    y_true[1, 0, 0, 0] = (0, 1)
+    y_pred = y_true.copy()
+    y_pred[1, 0, 0, 0] = (1, 0)
+    loss = DiceCELoss(ce_weight=0.0, batch_dice=True)
+    pooled = 1 - (2 * 32 + 1e-5) / (33 + 32 + 1e-5)
+    np.testing.assert_allclose(np.asarray(loss.dice_loss(y_true, y_pred)), [pooled] * 2, atol=1e-6)
+    rng = np.random.default_rng(5)
+    y_true = one_hot(rng.integers(0, 5, size=(3, 6, 5, 4)), 5)
+    y_true[0, ..., 3] = 0  # class 3 absent from sample 0 only: present in the batch
+    y_true[0, ..., 0] = 1 - y_true[0, ..., 1:].sum(-1)
+    y_pred = random_probabilities(rng, (3, 6, 5, 4, 5))
+    loss = DiceCELoss(dice_weight=0.5, ce_weight=1.5, batch_dice=True)
+    expected = numpy_dice_ce(y_true, y_pred, 0.5, 1.5, batch=True)
+    assert float(loss(y_true, y_pred)) == pytest.approx(expected, abs=1e-5)
+
+
 @pytest.mark.parametrize("background", [False, True])
 def test_random_batch_matches_numpy_reference(background):
     rng = np.random.default_rng(3)
@@ -96,12 +149,14 @@ def test_half_precision_predictions_are_computed_in_float32():
 
 
 def test_loss_config_round_trip():
-    loss = DiceCELoss(dice_weight=0.3, ce_weight=0.7, include_background=True, smooth=1e-3)
+    loss = DiceCELoss(
+        dice_weight=0.3, ce_weight=0.7, include_background=True, smooth=1e-3, batch_dice=True
+    )
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, DiceCELoss)
     assert restored.get_config() == loss.get_config()
     assert (restored.dice_weight, restored.ce_weight, restored.smooth) == (0.3, 0.7, 1e-3)
-    assert restored.include_background is True
+    assert restored.include_background is True and restored.batch_dice is True
 
 
 def numpy_counts(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -120,6 +175,13 @@ def numpy_dice(counts: np.ndarray) -> np.ndarray:
     tp, fp, fn = counts
     denominator = 2 * tp + fp + fn
     return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+
+
+def numpy_mean_dice(counts: np.ndarray) -> float:
+    """Mean Dice of the organ classes seen in the truth or the prediction."""
+    tp, fp, fn = counts[:, 1:]
+    seen = 2 * tp + fp + fn > 0
+    return float(numpy_dice(counts)[1:][seen].mean())
 
 
 def batches_with_absent_organs():
@@ -159,7 +221,8 @@ def test_organ_dice_accumulates_over_batches_like_numpy():
     assert 0.3 < expected[3] < 0.9
     for c, metric in metrics.items():
         assert float(metric.result()) == pytest.approx(expected[c], abs=1e-6)
-    assert float(mean_metric.result()) == pytest.approx(expected[1:].mean(), abs=1e-6)
+    # class 4 is absent from every truth and prediction: no Dice, so not in the mean
+    assert float(mean_metric.result()) == pytest.approx(expected[1:4].mean(), abs=1e-6)
     np.testing.assert_allclose(np.asarray(mean_metric.per_class()), expected[1:], atol=1e-6)
 
 
@@ -180,7 +243,7 @@ def test_reset_state_and_integer_labels_and_sample_weight():
     assert float(metric.result()) == 1.0
     _, y_pred = as_keras_inputs(truth_b, pred_b)
     metric.update_state(truth_b, y_pred)
-    expected = numpy_dice(numpy_counts(truth_b, pred_b, 5))[1:].mean()
+    expected = numpy_mean_dice(numpy_counts(truth_b, pred_b, 5))
     assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
 
     weighted = OrganDice(1)

@@ -145,18 +145,16 @@ def test_patch_batches_from_a_spacing_cache(synthetic_data, tmp_path):
     data.on_epoch_end()
     assert not np.array_equal(data[0][0], x)
     fixed = FlareDataset(
-        tmp_path / "cache",
-        ids,
-        organs.n_classes,
-        2,
-        patch_shape=(32, 32, 16),
-        foreground_fraction=1.0,
-        fixed_patches=True,
-        seed=4,
+        tmp_path / "cache", ids, organs.n_classes, 2, patch_shape=(32, 32, 16), organ_patches=True
     )
     first = fixed[0][0]
     fixed.on_epoch_end()
     np.testing.assert_array_equal(fixed[0][0], first)
+    # one patch per organ present in each case, each holding its organ's centre
+    assert fixed.n_samples == 4 * len(ids)  # every phantom has all four organs
+    for position in range(fixed.n_samples):
+        _, y = fixed[position // 2]
+        assert y[position % 2, ..., position % 4 + 1].sum() > 0
 
 
 def test_ceiling_of_a_label_against_itself_at_native_spacing_is_one(synthetic_data):
