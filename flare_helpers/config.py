@@ -75,14 +75,16 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """VNet architecture (Milletari et al. 2016 defaults)."""
+    """VNet architecture (Milletari et al. 2016), with instance normalisation after every
+    convolution (as nnU-Net): on CT-sized data, patches that miss most organs train
+    without it to a plateau (``bench/learn_real_scale.py`` in BENCHMARKS.md)."""
 
     base_filters: int = 16
     depth: int = 4
     convs_per_stage: tuple[int, ...] = (1, 2, 3, 3, 3)
     kernel_size: int = 5
     dropout: float = 0.0
-    normalization: Literal["none", "batch", "instance"] = "none"
+    normalization: Literal["none", "batch", "instance"] = "instance"
 
 
 @dataclass(frozen=True)
@@ -307,14 +309,17 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 def load_run_config(path: str | Path) -> Config:
     """Load the ``config.yaml`` saved in a run folder, as the run was trained.
 
-    Runs saved before ``preprocess.mode`` existed were all trained in resize mode;
-    their files have no ``mode`` key, which would otherwise read as today's default.
+    Runs saved before ``preprocess.mode`` existed were all trained in resize mode,
+    and runs saved before ``model.normalization`` existed had no normalisation; their
+    files lack these keys, which would otherwise read as today's defaults.
     """
     cfg = load_config(path)
     text = Path(path).read_text(encoding="utf-8")
-    section = (yaml.safe_load(text) or {}).get("preprocess") or {}
-    if "mode" not in section:
+    saved = yaml.safe_load(text) or {}
+    if "mode" not in (saved.get("preprocess") or {}):
         cfg = cfg.replace(preprocess={"mode": "resize"})
+    if "normalization" not in (saved.get("model") or {}):
+        cfg = cfg.replace(model={"normalization": "none"})
     return cfg
 
 

@@ -284,3 +284,16 @@ def test_malformed_overrides(text, message):
     with pytest.raises(FlareError, match=message) as info:
         parse_override(text)
     assert "\n" not in str(info.value)
+
+
+def test_runs_saved_before_normalization_existed_keep_their_unnormalised_vnet(tmp_path):
+    """Old run folders lack ``model.normalization``: they had none, not today's instance."""
+    from flare_helpers.config import load_run_config, save_config
+
+    assert load_config().model.normalization == "instance"
+    path = save_config(load_config(), tmp_path / "config.yaml")
+    assert load_run_config(path).model.normalization == "instance"
+    settings = yaml.safe_load(path.read_text())
+    del settings["model"]["normalization"]
+    path.write_text(yaml.safe_dump(settings))
+    assert load_run_config(path).model.normalization == "none"

@@ -79,7 +79,8 @@ def test_mixed_float16_computes_in_half_but_outputs_float32():
 
 
 def test_default_parameter_count_matches_formula():
-    model = vnet_from_config(ModelConfig(), (128, 128, 64), 5)
+    # the paper's VNet (no normalisation); instance normalisation adds a scale and a shift per channel
+    model = vnet_from_config(ModelConfig(normalization="none"), (128, 128, 64), 5)
     expected = vnet_parameter_formula(16, 4, (1, 2, 3, 3, 3), 5, 5)
     assert expected == 65_175_413
     assert count_parameters(model) == expected
@@ -89,13 +90,15 @@ def test_default_parameter_count_matches_formula():
 
 
 def test_small_parameter_count_matches_formula():
-    model = build_vnet((16, 16, 16), 3, base_filters=4, depth=2, convs_per_stage=(2, 1, 3))
+    model = build_vnet(
+        (16, 16, 16), 3, base_filters=4, depth=2, convs_per_stage=(2, 1, 3), normalization="none"
+    )
     assert count_parameters(model) == vnet_parameter_formula(4, 2, (2, 1, 3), 5, 3)
 
 
 def test_dropout_adds_layers_in_the_two_deepest_transitions():
     tiny = {**TINY, "depth": 3, "convs_per_stage": (1, 1, 1, 1)}
-    model = build_vnet((16, 16, 16), 3, dropout=0.3, **tiny)
+    model = build_vnet((16, 16, 16), 3, dropout=0.3, normalization="none", **tiny)
     names = sorted(layer.name for layer in model.layers if "dropout" in layer.name)
     assert names == ["down2_dropout", "down3_dropout", "up1_dropout", "up2_dropout"]
     assert count_parameters(model) == vnet_parameter_formula(4, 3, (1, 1, 1, 1), 3, 3)
