@@ -29,6 +29,7 @@ import dataclasses
 import io
 import math
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ def pseudolabel(
                 predicted.append(scan.case_id)
             except FlareError as exc:
                 reason = one_line(exc)
-                tqdm.write(f"skipped {scan.image_name}: {reason}")
+                tqdm.write(f"skipped {scan.image_name}: {reason}", file=sys.stderr)
                 row = {"status": "failed", "reason": f"failed: {reason}"}
                 failed.append(scan.case_id)
             row.update(case_id=scan.case_id, kept="False")
