@@ -134,10 +134,8 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
 
-        if args.cases < 1 and args.unlabelled < 1:
-            raise FlareError("give --cases N (labelled) and/or --unlabelled M")
         shape = " × ".join(map(str, args.shape))
-        if args.cases:
+        if args.cases or not args.unlabelled:
             path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape, fov=args.fov)
             print(f"wrote {path} ({args.cases} cases, shape {shape})")
         if args.unlabelled:

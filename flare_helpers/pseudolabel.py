@@ -278,6 +278,21 @@ def finalize(
     return sorted(kept)
 
 
+def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
+    """One pseudo-labelled case for viewing: ``(CT, its prediction)`` as canonical Volumes."""
+    from flare_helpers.nifti import load_image, load_label
+    from flare_helpers.unlabelled import list_scans, scan_file
+
+    layout = PseudoLayout(Path(out_dir))
+    source = list_scans(images)
+    scans = {s.case_id: s for s in source.scans}
+    if case_id not in scans:
+        raise FlareError(f"no scan {case_id} here", source.path)
+    with scan_file(source, scans[case_id], layout.scratch) as path:
+        image = load_image(path)
+    return image, load_label(layout.prediction(case_id), image.geometry)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -339,3 +354,114 @@ def init_student(model, cfg: Config) -> bool:
             f"the teacher's architecture differs from model: ({one_line(exc)})", path
         ) from exc
     return True
+
+
+# --------------------------------------------------------------------------- rounds
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    """Where round ``r`` (1, 2, …) of teacher → student keeps its files: ``work_dir/pseudo/round<r>``."""
+
+    root: Path
+
+    @property
+    def pseudo_dir(self) -> Path:
+        """The pseudo-label folder ``P`` of this round."""
+        return self.root / "pseudolabels"
+
+    @property
+    def run_dir(self) -> Path:
+        """The student's run folder."""
+        return self.root / "student"
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "best.keras"
+
+
+def round_paths(work_dir: str | Path, round_number: int) -> RoundPaths:
+    """Paths of one round below the series' working folder."""
+    return RoundPaths(Path(work_dir) / "pseudo" / f"round{round_number}")
+
+
+def student_config(
+    cfg: Config, teacher: str | Path, paths: RoundPaths, from_teacher: bool
+) -> Config:
+    """The student's settings: ``cfg`` plus this round's pseudo-labels and run folder.
+
+    The labelled data, cache, split, preprocessing and architecture stay the
+    teacher's; ``from_teacher`` starts the student from the teacher's weights
+    (``pseudo.init_from``).
+    """
+    return cfg.replace(
+        data={"pseudo_dirs": [str(paths.pseudo_dir)]},
+        train={"output_dir": str(paths.run_dir)},
+        pseudo={"init_from": str(teacher) if from_teacher else ""},
+    )
+
+
+def run_round(
+    cfg: Config,
+    teacher: str | Path,
+    images: str | Path,
+    paths: RoundPaths,
+    *,
+    from_teacher: bool = False,
+    max_cases: int = 0,
+    progress: bool = True,
+):
+    """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student trains.
+
+    Both steps resume where they stopped. Returns ``(PseudoResult, TrainResult)``.
+    """
+    from flare_helpers.train import train
+
+    labelled = pseudolabel(
+        teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
+    )
+    trained = train(student_config(cfg, teacher, paths, from_teacher), progress=progress)
+    return labelled, trained
+
+
+def compare_models(
+    models: dict[str, str | Path],
+    data_dir: str | Path,
+    out_dir: str | Path,
+    case_ids: Sequence[str],
+):
+    """Mean DSC and NSD per organ of each model on the same labelled cases (a DataFrame).
+
+    Each model's predictions and per-case scores go to ``out_dir/<name>/``.
+    """
+    import pandas as pd
+
+    from flare_helpers.evaluate import evaluate_model, write_report
+
+    columns = {}
+    for name, model_path in models.items():
+        result = evaluate_model(model_path, data_dir, Path(out_dir) / name, which=list(case_ids))
+        write_report(result, Path(out_dir) / name)
+        summary = result.summary().set_index("organ")
+        columns[f"{name} DSC"] = summary["dsc_mean"]
+        columns[f"{name} NSD"] = summary["nsd_mean"]
+    return pd.DataFrame(columns)
+
+
+def plot_comparison(table):
+    """Grouped bars: mean DSC per organ, one bar per model (from :func:`compare_models`)."""
+    import matplotlib.pyplot as plt
+
+    dsc = table[[c for c in table.columns if c.endswith(" DSC")]]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(dsc.columns)
+    for k, column in enumerate(dsc.columns):
+        xs = [i + k * width for i in range(len(dsc))]
+        ax.bar(xs, dsc[column], width, label=column.removesuffix(" DSC"))
+    ax.set_xticks([i + width * (len(dsc.columns) - 1) / 2 for i in range(len(dsc))])
+    ax.set_xticklabels([str(o).replace("_", " ") for o in dsc.index])
+    ax.set_ylabel("mean DSC (held-out cases)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
