@@ -293,6 +293,23 @@ def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
     return image, load_label(layout.prediction(case_id), image.geometry)
 
 
+def confidence_table(rows: dict[str, dict]):
+    """``confidence.csv`` rows as a DataFrame indexed by case, numbers as numbers."""
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(rows, orient="index").drop(columns="case_id", errors="ignore")
+    for column in ("confidence", "mean_probability", "component_share", "organs_found", "seconds"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["kept"] = table["kept"] == "True"
+    return table.sort_index()
+
+
+def best_and_worst(table) -> list[str]:
+    """The most and the least confident predicted case (one id if only one was predicted)."""
+    ranked = table[table["status"] == "ok"].sort_values("confidence", ascending=False)
+    return list(dict.fromkeys([ranked.index[0], ranked.index[-1]]))
+
+
 # --------------------------------------------------------------------------- training
 
 

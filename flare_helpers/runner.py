@@ -174,7 +174,7 @@ def load_profile(profile: str | Path) -> dict:
 def _absolute(params: dict, base: Path) -> dict:
     """Make path-like parameters absolute so they do not depend on the kernel's folder."""
     out = dict(params)
-    for key in ("work_dir", "data_root", "zip_path", "config_path"):
+    for key in ("work_dir", "data_root", "zip_path", "config_path", "unlabelled_path"):
         if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
             out[key] = str((base / out[key]).resolve())
     return out
