@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], int], str]] = {
     "evaluate": (evaluate_main, "per-organ DSC / NSD / HD95 (flare-evaluate)"),
     "pseudolabel": (pseudolabel_main, "pseudo-label unlabelled CTs, resumable (flare-pseudolabel)"),
     "visualize": (visualize_main, "slice figures and 3D videos (flare-visualize)"),
-    "series": (series_main, "run notebooks 01 → 05 with a profile (flare-series)"),
+    "series": (series_main, "run notebooks 01 → 06 with a profile (flare-series)"),
 }
 
 

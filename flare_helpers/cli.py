@@ -390,7 +390,7 @@ def pseudolabel_main(argv: Sequence[str] | None = None) -> int:
 def series_main(argv: Sequence[str] | None = None) -> int:
     """``flare-series --profile ci|demo|colab|FILE [--only 01 03 …]``."""
     parser = _parser(
-        "flare-series", "Run the notebooks 01 → 05 in order through papermill with a profile."
+        "flare-series", "Run the notebooks 01 → 06 in order through papermill with a profile."
     )
     parser.add_argument("--profile", default="demo", help="ci, demo, colab, full or a params YAML")
     parser.add_argument(
