@@ -247,5 +247,6 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
         "03_train.ipynb",
         "04_evaluate.ipynb",
         "05_render.ipynb",
+        "06_pseudolabel.ipynb",
     ]
     assert "common" in profile and "03_train" in profile
