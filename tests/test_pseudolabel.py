@@ -105,6 +105,8 @@ def test_pseudo_labels_lie_on_each_input_grid_in_every_orientation(unlabelled, t
         progress=False,
     )  # fmt: skip
     assert result.kept == tuple(f"Case_{k:05d}" for k in range(1, 7))
+    # The recorder saw the network's output of every case (the confidence is not a default).
+    assert all(0.2 < float(r["mean_probability"]) <= 1 for r in result.rows.values())
     predictor = infer.load_predictor(tiny_run / "best.keras")
     seen = set()
     for name, payload in _members(zip_path).items():
