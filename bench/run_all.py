@@ -38,6 +38,10 @@ SMOKE_ARGS: dict[str, str] = {
     "--cli-repeats 1 --backends tensorflow",
     "gpu_vnet_vs_monai": "--shape 32 32 16 --batches 2 --steps 2 --precisions fp32",
     "scan_range": "--minutes 0.2 --cases 6 --test-cases 2 --shape 64 64 32",
+    "pseudolabel_few_labels": "--minutes 0.2 --labelled 3 --unlabelled 4 --test-cases 2 "
+    "--shape 64 64 32 --variants scratch",
+    "pseudolabel_throughput": "--cases 1 --shape 96 96 40 --set model.base_filters=4 "
+    "preprocess.target_shape=[32,32,16]",
     "sliding_window_speed": "--shape 96 96 40 --set model.base_filters=4 "
     "--set preprocess.target_shape=[32,32,16]",
 }

@@ -16,6 +16,7 @@ from flare_helpers.cli import (
     extract_main,
     predict_main,
     preprocess_main,
+    pseudolabel_main,
     series_main,
     synth_main,
     train_main,
@@ -30,8 +31,9 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], int], str]] = {
     "train": (train_main, "train the VNet, resumable (flare-train)"),
     "predict": (predict_main, "predict CTs onto their own grid (flare-predict)"),
     "evaluate": (evaluate_main, "per-organ DSC / NSD / HD95 (flare-evaluate)"),
+    "pseudolabel": (pseudolabel_main, "pseudo-label unlabelled CTs, resumable (flare-pseudolabel)"),
     "visualize": (visualize_main, "slice figures and 3D videos (flare-visualize)"),
-    "series": (series_main, "run notebooks 01 → 05 with a profile (flare-series)"),
+    "series": (series_main, "run notebooks 01 → 06 with a profile (flare-series)"),
 }
 
 

@@ -71,6 +71,10 @@ class FlareDataset(keras.utils.PyDataset):
         organ_patches: validation patches instead: one centred on each organ present
             in each case (:func:`patches.organ_patch_starts`), the same every epoch,
             so every organ of every case is scored and scores compare across epochs.
+        case_weights: how often each case is drawn relative to a weight-1 case
+            (pseudo-labelled cases, ``pseudo.sample_weight``); an epoch then has
+            ``round(sum(weights) × patches_per_case)`` samples, case ``i`` appearing
+            ``weights[i] × patches_per_case`` times (the fractional parts drawn per epoch).
 
     Reproducibility, also with workers: batch ``i`` is a pure function of
     ``(seed, epoch, i)``. The case order of an epoch is
@@ -124,6 +128,7 @@ class FlareDataset(keras.utils.PyDataset):
         patches_per_case: int = 1,
         foreground_fraction: float = 0.33,
         organ_patches: bool = False,
+        case_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
@@ -176,6 +181,16 @@ class FlareDataset(keras.utils.PyDataset):
             if not self.fixed_samples:
                 raise FlareError("no organ in any of these cases to validate on", self.cache_dir)
         self.n_samples = len(self.fixed_samples) or len(self.case_ids) * self.samples_per_case
+        self.case_weights = None
+        if case_weights is not None and not self.fixed_samples:
+            weights = np.asarray(case_weights, dtype=np.float64)
+            if weights.shape != (len(self.case_ids),) or (weights < 0).any() or weights.sum() <= 0:
+                raise FlareError(
+                    f"need one weight >= 0 per case ({len(self.case_ids)}), not all 0; "
+                    f"got {list(weights)}"
+                )
+            self.case_weights = weights * self.samples_per_case
+            self.n_samples = max(1, int(round(self.case_weights.sum())))
         self.drop_remainder = bool(drop_remainder) and self.n_samples >= self.batch_size
 
     def _check_cache(self) -> tuple[int, int, int]:
@@ -227,10 +242,26 @@ class FlareDataset(keras.utils.PyDataset):
         epoch = self.epoch if epoch is None else epoch
         if self.fixed_samples:
             return np.array([index for index, _ in self.fixed_samples], dtype=np.int64)
+        if self.case_weights is not None:
+            return self._weighted_order(epoch)
         samples = np.arange(self.n_samples)
         if self.shuffle:
             samples = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
         return samples % len(self.case_ids)
+
+    def _weighted_order(self, epoch: int) -> np.ndarray:
+        """Each case ``floor(weight)`` times, the remaining samples drawn by the fractional parts."""
+        counts = np.floor(self.case_weights).astype(np.int64)
+        rest = self.n_samples - int(counts.sum())
+        fractions = self.case_weights - counts
+        if rest > 0:
+            rng = np.random.default_rng([self.seed, epoch, 2])
+            extra = rng.choice(len(counts), rest, replace=False, p=fractions / fractions.sum())
+            counts[extra] += 1
+        samples = np.repeat(np.arange(len(counts)), counts)
+        if self.shuffle:
+            samples = samples[np.random.default_rng([self.seed, epoch]).permutation(len(samples))]
+        return samples
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Case ``case_ids[index]`` from the cache: float32 image, uint8 label (X, Y, Z)."""

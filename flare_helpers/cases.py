@@ -1,4 +1,4 @@
-"""Pairing CT images with their labels, and every file-naming rule of the pipeline.
+"""Pairing CT images with their labels (or none: unlabelled scans), and every file-naming rule.
 
 FLARE22 names an image ``<case>_0000.nii.gz`` (in ``images/``) and its label
 and any prediction ``<case>.nii.gz`` (in ``labels/`` or a prediction folder).
@@ -95,6 +95,45 @@ def discover_cases(data_dir: str | Path) -> CaseList:
         if label is None:
             unlabelled.append(image)
     return CaseList(tuple(cases), tuple(unlabelled), tuple(sorted(labels.values())), tuple(notes))
+
+
+def image_case_id(name: str) -> str | None:
+    """``Case_00001_0000.nii.gz`` → ``Case_00001``; None for a name that is not an image's."""
+    if not name.endswith(NIFTI_EXTENSIONS) or name.startswith("."):
+        return None
+    stem = nifti_stem(name)
+    return stem[: -len(IMAGE_SUFFIX)] if stem.endswith(IMAGE_SUFFIX) else None
+
+
+def discover_unlabelled(folder: str | Path) -> CaseList:
+    """The scans of an unlabelled folder (FLARE22's ``FLARE_UnlabeledCase1-1000/``), sorted.
+
+    Every ``<case>_0000.nii.gz`` below ``folder`` is a case without a label.
+    Label files there (any other NIfTI name, or a ``labels/`` folder) are
+    ignored, each with a note: an unlabelled set is used without labels.
+
+    Raises:
+        FlareError: ``folder`` is missing, holds no scans, or names a case twice.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FlareError("unlabelled folder not found", folder)
+    cases: dict[str, Case] = {}
+    notes = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if not path.name.endswith(NIFTI_EXTENSIONS) or path.name.startswith("."):
+            continue
+        case_id = image_case_id(path.name)
+        if case_id is None or "labels" in path.relative_to(folder).parts[:-1]:
+            notes.append(f"ignored {path.name}: a label file in an unlabelled set")
+            continue
+        if case_id in cases:
+            raise FlareError(f"case {case_id} is in the folder twice", path)
+        cases[case_id] = Case(case_id, path)
+    if not cases:
+        raise FlareError("no <case>_0000.nii.gz scans in this folder", folder)
+    ordered = tuple(cases[c] for c in sorted(cases))
+    return CaseList(ordered, tuple(c.image for c in ordered), (), tuple(notes))
 
 
 # --------------------------------------------------------------------------- output names

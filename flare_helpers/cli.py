@@ -105,7 +105,15 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
     """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z] [--fov F]``."""
     parser = _parser("flare-synth", "Write DIR/FLARE22Train.zip with synthetic FLARE22-like cases.")
     parser.add_argument("--out", required=True, type=Path, help="folder for FLARE22Train.zip")
-    parser.add_argument("--cases", required=True, type=int, help="number of cases")
+    parser.add_argument("--cases", type=int, default=0, help="number of labelled cases")
+    parser.add_argument(
+        "--unlabelled",
+        type=int,
+        default=0,
+        metavar="M",
+        help="also write M unlabelled phantoms as DIR/FLARE_UnlabeledCase1-M.zip, their "
+        "ground truth apart in DIR/FLARE_UnlabeledCase1-M_truth/",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data-set seed (default 0)")
     parser.add_argument(
         "--shape",
@@ -124,10 +132,18 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.synthetic import write_synthetic_zip
+        from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
 
-        path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape, fov=args.fov)
-        print(f"wrote {path} ({args.cases} cases, shape {' × '.join(map(str, args.shape))})")
+        shape = " × ".join(map(str, args.shape))
+        if args.cases or not args.unlabelled:
+            path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape, fov=args.fov)
+            print(f"wrote {path} ({args.cases} cases, shape {shape})")
+        if args.unlabelled:
+            path, truth = write_unlabelled(
+                args.out, args.unlabelled, args.seed, args.shape, fov=args.fov
+            )
+            print(f"wrote {path} ({args.unlabelled} unlabelled cases, shape {shape})")
+            print(f"wrote their ground truth to {truth} (kept apart, for tests)")
 
     return _run("flare-synth", parser, body, argv)
 
@@ -135,17 +151,65 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- flare-extract
 
 
+def _add_case_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-cases", type=int, default=0, help="at most N unlabelled scans (default: all)"
+    )
+    parser.add_argument(
+        "--range",
+        dest="case_range",
+        metavar="FIRST-LAST",
+        help="1-based positions of the scans to take, in case order, e.g. 1-200 or 201-",
+    )
+
+
+def _case_range(text: str | None) -> tuple[int, int]:
+    """``"201-400"`` → (201, 400); ``"201-"`` → (201, 0); None → (1, 0)."""
+    if not text:
+        return 1, 0
+    first, sep, last = text.partition("-")
+    try:
+        return int(first), int(last) if last.strip() else 0
+    except ValueError:
+        raise FlareError(f"--range must look like 1-200 or 201-, got '{text}'") from None
+
+
 def extract_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-extract --zip ZIP --out DIR``."""
+    """``flare-extract --zip ZIP --out DIR`` (``--unlabelled [--max-cases N] [--range A-B]``)."""
     parser = _parser("flare-extract", "Safely extract the FLARE22 training zip and list its cases.")
-    parser.add_argument("--zip", required=True, type=Path, help="FLARE22Train.zip")
+    parser.add_argument(
+        "--zip",
+        required=True,
+        type=Path,
+        help="FLARE22Train.zip (or, with --unlabelled, a zip "
+        "or folder of FLARE22's unlabelled scans)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
+    parser.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="the input holds unlabelled scans (FLARE_UnlabeledCase1-1000/Case_00001_0000.nii.gz "
+        "…): copy the chosen ones to OUT/<name>/images/, pairing nothing",
+    )
+    _add_case_range(parser)
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.cases import discover_cases
+        from flare_helpers.cases import discover_cases, discover_unlabelled
         from flare_helpers.extract import extract_zip
         from flare_helpers.nifti import describe_cases
 
+        if args.unlabelled:
+            from flare_helpers.unlabelled import extract_scans
+
+            first, last = _case_range(args.case_range)
+            target, source = extract_scans(
+                args.zip, args.out, max_cases=args.max_cases, first=first, last=last
+            )
+            for note in source.notes:
+                print(f"note: {note}")
+            print(f"extracted {len(source.scans)} of {source.total} unlabelled scans to {target}")
+            print(format_table(describe_cases(discover_unlabelled(target).cases)))
+            return
         target = extract_zip(args.zip, args.out)
         found = discover_cases(target)
         print(f"extracted to {target}")
@@ -274,13 +338,59 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return _run("flare-predict", parser, body, argv)
 
 
+# --------------------------------------------------------------------------- flare-pseudolabel
+
+
+def pseudolabel_main(argv: Sequence[str] | None = None) -> int:
+    """``flare-pseudolabel --model-path RUN/best.keras --images ZIP_OR_DIR --out P``."""
+    parser = _parser(
+        "flare-pseudolabel",
+        "Label unlabelled CTs with a trained model, score each, keep the confident ones; "
+        "rerunning resumes.",
+    )
+    parser.add_argument("--model-path", required=True, type=Path, help="the teacher's .keras")
+    parser.add_argument(
+        "--images", required=True, type=Path, help="zip or folder of unlabelled scans"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="pseudo-label folder P")
+    _add_case_range(parser)
+    parser.add_argument("--config", type=Path, help="config.yaml for the pseudo: settings")
+    parser.add_argument(
+        "overrides", nargs="*", help="pseudo.key=value settings, e.g. pseudo.keep_fraction=0.3"
+    )
+
+    def body(args: argparse.Namespace) -> None:
+        from flare_helpers.config import load_config
+        from flare_helpers.pseudolabel import pseudolabel, teacher_settings
+
+        settings = (
+            load_config(args.config, args.overrides).pseudo
+            if args.config or args.overrides
+            else teacher_settings(args.model_path)
+        )
+        first, last = _case_range(args.case_range)
+        result = pseudolabel(
+            args.model_path,
+            args.images,
+            args.out,
+            settings,
+            max_cases=args.max_cases,
+            first=first,
+            last=last,
+        )
+        print(result)
+        print(f"wrote {result.root / 'confidence.csv'}")
+
+    return _run("flare-pseudolabel", parser, body, argv)
+
+
 # --------------------------------------------------------------------------- flare-series
 
 
 def series_main(argv: Sequence[str] | None = None) -> int:
     """``flare-series --profile ci|demo|colab|FILE [--only 01 03 …]``."""
     parser = _parser(
-        "flare-series", "Run the notebooks 01 → 05 in order through papermill with a profile."
+        "flare-series", "Run the notebooks 01 → 06 in order through papermill with a profile."
     )
     parser.add_argument("--profile", default="demo", help="ci, demo, colab, full or a params YAML")
     parser.add_argument(

@@ -35,6 +35,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 42
+    pseudo_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,23 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class PseudoConfig:
+    """Pseudo-labelling unlabelled CTs with a trained teacher, and training a student on them.
+
+    ``flare-pseudolabel`` keeps a case when its confidence is at least
+    ``min_confidence`` and among the top ``keep_fraction`` of the predicted cases.
+    A kept case is drawn ``sample_weight`` times as often as a labelled case in
+    training (:mod:`flare_helpers.pseudolabel`).
+    """
+
+    min_confidence: float = 0.0
+    keep_fraction: float = 0.5
+    sample_weight: float = 1.0
+    init_from: str = ""
+    rounds: int = 1
+
+
+@dataclass(frozen=True)
 class Config:
     """All settings; each section is one dataclass above."""
 
@@ -136,6 +154,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists), ready for YAML or JSON."""
@@ -412,6 +431,14 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "train.seed and data.split_seed must be in [0, 2**32)",
         ),
         (cfg.infer.batch_size >= 1, "infer.batch_size must be >= 1"),
+        (
+            0 <= cfg.pseudo.min_confidence <= 1 and 0 < cfg.pseudo.keep_fraction <= 1,
+            "pseudo.min_confidence must be in [0, 1] and pseudo.keep_fraction in (0, 1]",
+        ),
+        (
+            cfg.pseudo.sample_weight >= 0 and cfg.pseudo.rounds >= 1,
+            "pseudo.sample_weight must be >= 0 and pseudo.rounds >= 1",
+        ),
         (0 <= cfg.infer.overlap < 1, "infer.overlap must be in [0, 1)"),
         (
             all(s > 0 for s in cfg.preprocess.target_spacing),

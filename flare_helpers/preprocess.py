@@ -306,8 +306,12 @@ def build_cache(
     *,
     workers: int = 0,
     progress: bool = True,
+    pseudo: Sequence[Case] = (),
 ) -> dict:
     """Fill or update the cache for every labelled case in ``data_dir``; return the manifest.
+
+    ``pseudo`` cases (kept pseudo-labelled ones, :func:`flare_helpers.pseudolabel.pseudo_cases`)
+    are cached the same way and listed in the manifest under ``pseudo``.
 
     Entries whose source files and parameters are unchanged are kept as they
     are; only new or affected cases are (re)built, ``workers`` at a time
@@ -325,6 +329,10 @@ def build_cache(
         raise FlareError(
             "no labelled cases (is the labels/ folder empty?)", Path(data_dir) / "labels"
         )
+    clash = sorted({c.case_id for c in cases} & {c.case_id for c in pseudo})
+    if clash:
+        raise FlareError(f"pseudo-labelled case {clash[0]} has a labelled case's id", data_dir)
+    cases = (*cases, *pseudo)
     # Temporaries of a run that was killed (a Colab disconnect) are never reused.
     remove_stale_temps(cache_dir)
     remove_stale_temps(cache_dir / "cases")
@@ -349,6 +357,7 @@ def build_cache(
         "data_dir": str(Path(data_dir).resolve()),
         "rebuilt": [c.case_id for c in todo],
         "cases": {c.case_id: str(entry_dir(cache_dir, c.case_id)) for c in cases},
+        "pseudo": [c.case_id for c in pseudo],
         "unlabelled": [str(p) for p in found.unlabelled],
         "orphan_labels": [str(p) for p in found.orphan_labels],
         "statistics": dataset_statistics(cache_dir, [c.case_id for c in cases]),
@@ -411,12 +420,14 @@ class CacheSummary:
     n_cases: int
     rebuilt: tuple[str, ...]
     splits: dict[str, list[str]]
+    pseudo: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         parts = ", ".join(f"{name} {len(ids)}" for name, ids in self.splits.items())
+        extra = f" + {len(self.pseudo)} pseudo-labelled (training only)" if self.pseudo else ""
         return (
             f"cache {self.cache_dir}: {self.n_cases} cases, {len(self.rebuilt)} (re)built, "
-            f"{self.n_cases - len(self.rebuilt)} up to date; split: {parts}"
+            f"{self.n_cases - len(self.rebuilt)} up to date; split: {parts}{extra}"
         )
 
 
@@ -433,16 +444,26 @@ def preprocess_dataset(
     This is the one call behind ``flare-preprocess``, notebook 02 and the
     start of training.
     """
+    from flare_helpers.pseudolabel import pseudo_cases
     from flare_helpers.splits import load_or_make_splits
 
     params = PreprocessParams.from_config(cfg)
     workers = cfg.preprocess.workers if workers is None else workers
-    manifest = build_cache(data_dir, cache_dir, params, workers=workers, progress=progress)
-    splits = load_or_make_splits(
+    pseudo = pseudo_cases(cfg.data.pseudo_dirs)
+    manifest = build_cache(
+        data_dir, cache_dir, params, workers=workers, progress=progress, pseudo=pseudo
+    )
+    splits = load_or_make_splits(  # labelled cases only: pseudo-labelled ones only ever train
         Path(cache_dir) / "splits.json",
-        list(manifest["cases"]),
+        [c for c in manifest["cases"] if c not in set(manifest["pseudo"])],
         cfg.data.val_fraction,
         cfg.data.test_fraction,
         cfg.data.split_seed,
     )
-    return CacheSummary(Path(cache_dir), len(manifest["cases"]), tuple(manifest["rebuilt"]), splits)
+    return CacheSummary(
+        Path(cache_dir),
+        len(manifest["cases"]),
+        tuple(manifest["rebuilt"]),
+        splits,
+        tuple(manifest["pseudo"]),
+    )

@@ -3,9 +3,9 @@
 Every notebook derives its settings the same way (:func:`notebook_config`):
 the working folder fixes where the cache, the run and the evaluation go, a
 config YAML and ``section.key=value`` overrides set everything else. So the
-five notebooks agree without passing anything but files on disk.
+notebooks agree without passing anything but files on disk.
 
-``flare-series --profile ci|demo|colab`` runs 01 → 05 through papermill with
+``flare-series --profile ci|demo|colab`` runs 01 → 06 through papermill with
 the profile's parameters (``notebooks/params/<profile>.yaml``), writes the
 executed notebooks and the parameters used to ``<work_dir>/notebooks/``, and
 stops at the first failing notebook with that cell's error.
@@ -174,7 +174,7 @@ def load_profile(profile: str | Path) -> dict:
 def _absolute(params: dict, base: Path) -> dict:
     """Make path-like parameters absolute so they do not depend on the kernel's folder."""
     out = dict(params)
-    for key in ("work_dir", "data_root", "zip_path", "config_path"):
+    for key in ("work_dir", "data_root", "zip_path", "config_path", "unlabelled_path"):
         if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
             out[key] = str((base / out[key]).resolve())
     return out

@@ -338,6 +338,47 @@ def case_files(
     }
 
 
+#: Unlabelled phantoms are case numbers ``UNLABELLED_OFFSET + k``: never a labelled phantom.
+UNLABELLED_OFFSET = 100_000
+
+
+def unlabelled_name(n_cases: int) -> str:
+    """FLARE22's name for an unlabelled batch: ``FLARE_UnlabeledCase1-<n>``."""
+    return f"FLARE_UnlabeledCase1-{n_cases}"
+
+
+def write_unlabelled(
+    out_dir: str | Path,
+    n_cases: int,
+    seed: int = 0,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    *,
+    fov: float = 1.0,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Write unlabelled phantoms as FLARE22 ships them, their ground truth kept apart.
+
+    ``out_dir/FLARE_UnlabeledCase1-<n>.zip`` holds
+    ``FLARE_UnlabeledCase1-<n>/Case_00001_0000.nii.gz`` … (images only); the labels
+    go to the folder ``out_dir/FLARE_UnlabeledCase1-<n>_truth/Case_00001.nii.gz`` …,
+    outside the zip, for tests and benchmarks. Returns ``(zip, truth folder)``.
+    """
+    if n_cases < 1:
+        raise FlareError(f"--unlabelled must be at least 1, got {n_cases}")
+    name = unlabelled_name(n_cases)
+    dest, truth = Path(out_dir) / f"{name}.zip", Path(out_dir) / f"{name}_truth"
+    truth.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for k in tqdm(range(1, n_cases + 1), desc="unlabelled cases", disable=not progress):
+            files = list(case_files(seed, UNLABELLED_OFFSET + k, shape, fov).values())
+            info = zipfile.ZipInfo(f"{name}/Case_{k:05d}_0000.nii.gz", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, files[0])
+            with atomic_path(truth / f"Case_{k:05d}.nii.gz") as label_tmp:
+                label_tmp.write_bytes(files[1])
+    return dest, truth
+
+
 def write_synthetic_zip(
     out_dir: str | Path,
     n_cases: int,

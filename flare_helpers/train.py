@@ -210,6 +210,9 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     see false positives far from the organs, which the held-out evaluation (whole
     cases, sliding window) does.
 
+    Kept pseudo-labelled cases in the cache (``data.pseudo_dirs``) join training
+    only, each drawn ``pseudo.sample_weight`` times as often as a labelled case.
+
     Returns:
         ``(train, val)``; ``val`` is None when the split has no validation cases.
     """
@@ -225,8 +228,14 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     if cfg.preprocess.mode == "spacing":
         common["patch_shape"] = cfg.preprocess.target_shape
         common["patches_per_case"] = cfg.train.patches_per_case
+    from flare_helpers.pseudolabel import training_cases
+
+    train_ids, weights = training_cases(
+        splits["train"], read_manifest(cfg.data.cache_dir), cfg.pseudo
+    )
     train_data = FlareDataset(
-        case_ids=splits["train"],
+        case_ids=train_ids,
+        case_weights=weights,
         augment=cfg.augment,
         shuffle=True,
         seed=cfg.train.seed,
@@ -282,7 +291,11 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     _check_replicas(replicas, cfg, splits)
     latest = cb.latest_checkpoint(paths.checkpoints)
     initial_epoch = 0
-    if latest is not None:
+    if latest is None:
+        from flare_helpers.pseudolabel import init_student
+
+        init_student(model, cfg)  # pseudo.init_from: a student starts from its teacher
+    else:
         initial_epoch, checkpoint = latest
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint)

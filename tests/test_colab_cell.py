@@ -66,7 +66,7 @@ def _hide_flare_helpers(monkeypatch) -> None:
 
 
 def test_every_notebook_starts_with_the_same_cell():
-    assert [_first_code_cell(p) for p in NOTEBOOKS] == [CELL] * 5
+    assert [_first_code_cell(p) for p in NOTEBOOKS] == [CELL] * 6
 
 
 def test_outside_colab_the_cell_does_nothing(pip_calls, capsys, monkeypatch):

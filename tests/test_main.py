@@ -29,6 +29,7 @@ def test_every_console_script_has_a_command():
         "train",
         "predict",
         "evaluate",
+        "pseudolabel",
         "visualize",
         "series",
     ]

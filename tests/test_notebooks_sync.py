@@ -20,13 +20,14 @@ def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
     ]
 
 
-def test_series_has_five_numbered_notebooks():
+def test_series_has_six_numbered_notebooks():
     assert [p.stem for p in SOURCES] == [
         "01_extract",
         "02_preprocess",
         "03_train",
         "04_evaluate",
         "05_render",
+        "06_pseudolabel",
     ]
 
 

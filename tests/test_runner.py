@@ -1,4 +1,4 @@
-"""The notebook series 01 → 05 through papermill with the CI profile, as `flare-series` runs it.
+"""The notebook series 01 → 06 through papermill with the CI profile, as `flare-series` runs it.
 
 The CI profile (``notebooks/params/ci.yaml``) is used as it is, with only its paths
 moved into a temporary folder: a tiny synthetic set and a tiny VNet, about half a
@@ -8,6 +8,7 @@ minute per run on 2 CPU cores.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,14 @@ import yaml
 from flare_helpers.errors import FlareError
 from flare_helpers.runner import PROFILE_DIR, run_series
 
-NOTEBOOK_NAMES = ["01_extract", "02_preprocess", "03_train", "04_evaluate", "05_render"]
+NOTEBOOK_NAMES = [
+    "01_extract",
+    "02_preprocess",
+    "03_train",
+    "04_evaluate",
+    "05_render",
+    "06_pseudolabel",
+]
 ORGANS = {"liver", "right_kidney", "left_kidney", "spleen"}
 
 
@@ -35,6 +43,8 @@ def _ci_profile(tmp_path: Path, **changes) -> Path:
     profile["common"].update(
         work_dir=str(work), data_root=str(work / "data"), zip_path=str(work / "FLARE22Train.zip")
     )
+    if "06_pseudolabel" in profile:
+        profile["06_pseudolabel"]["unlabelled_path"] = str(work / "FLARE_UnlabeledCase1-4.zip")
     profile["common"].update(changes)
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(profile))
@@ -109,6 +119,21 @@ def test_series_leaves_model_metrics_figures_and_video(ci_series):
     frames = list(imageio_ffmpeg.read_frames(str(video)))[1:]  # first item: metadata
     assert len(frames) == 6  # 1 s at 6 frames/s (the CI profile)
     assert frames[0] != frames[len(frames) // 2]
+
+    # 06: 4 phantoms pseudo-labelled, the top half kept, a student trained and compared.
+    round1 = work / "pseudo" / "round1"
+    confidence = pd.read_csv(round1 / "pseudolabels" / "confidence.csv")
+    assert confidence["case_id"].tolist() == [f"Case_{k:05d}" for k in range(1, 5)]
+    assert confidence["kept"].sum() == 2 and confidence["confidence"].between(0, 1).all()
+    manifest = json.loads((work / "cache" / "manifest.json").read_text())
+    kept = confidence.loc[confidence["kept"], "case_id"].tolist()
+    assert manifest["pseudo"] == kept
+    student_splits = json.loads((round1 / "student" / "splits.json").read_text())
+    assert student_splits == json.loads((work / "model" / "splits.json").read_text())
+    assert list(pd.read_csv(round1 / "student" / "history.csv")["epoch"]) == [0, 1]
+    for name in ("teacher", "student"):
+        scored = pd.read_csv(work / "pseudo" / "evaluation" / name / "per_case.csv")
+        assert sorted(scored["case"].unique()) == sorted(test_cases)
 
 
 @pytest.mark.slow
@@ -222,5 +247,6 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
         "03_train.ipynb",
         "04_evaluate.ipynb",
         "05_render.ipynb",
+        "06_pseudolabel.ipynb",
     ]
     assert "common" in profile and "03_train" in profile

@@ -1,0 +1,484 @@
+"""Pseudo-labels: a trained teacher labels unlabelled CTs; confident ones train a student.
+
+``flare-pseudolabel --model-path RUN/best.keras --images ZIP_OR_DIR --out P``
+(:func:`pseudolabel`) predicts each scan with the run's own preprocessing
+(:func:`flare_helpers.infer.predict_volume`, so the fast path when there is one),
+scores it (:mod:`flare_helpers.confidence`) and writes::
+
+    P/predictions/<case>.nii.gz    every predicted case: FLARE22 ids on the CT's own grid
+    P/images/<case>_0000.nii.gz    the kept cases' CTs   } the FLARE22 layout:
+    P/labels/<case>.nii.gz         the kept cases' labels } data.pseudo_dirs reads it
+    P/confidence.csv               per case: confidence, kept, reason
+
+Resumable: a case is finished once its row is in ``confidence.csv``; a rerun
+skips it. A CT that cannot be read is recorded as failed with a one-line
+reason and the others go on. Selection (``pseudo.min_confidence``, top
+``pseudo.keep_fraction``) runs over all finished cases at the end, so a rerun
+with other thresholds only moves files.
+
+For training, ``data.pseudo_dirs: [P, …]`` adds the kept cases to the cache
+(:func:`pseudo_cases`; the manifest lists them under ``pseudo``) and to the
+training set only, drawn ``pseudo.sample_weight`` times as often as a labelled
+case (:func:`training_cases`). The split of the labelled cases is unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from flare_helpers.cases import Case, discover_cases, prediction_path
+from flare_helpers.config import Config, PseudoConfig
+from flare_helpers.errors import FlareError, one_line
+from flare_helpers.fileio import atomic_path, remove_stale_temps, write_text_atomic
+from flare_helpers.unlabelled import ScanSource, copy_scan
+
+CONFIDENCE_CSV = "confidence.csv"
+COLUMNS = (
+    "case_id",
+    "status",
+    "confidence",
+    "mean_probability",
+    "component_share",
+    "organs_found",
+    "kept",
+    "reason",
+    "seconds",
+)
+_SCRATCH = ".scratch"
+
+
+@dataclass(frozen=True)
+class PseudoLayout:
+    """The files of one pseudo-label folder ``P``."""
+
+    root: Path
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def csv(self) -> Path:
+        return self.root / CONFIDENCE_CSV
+
+    @property
+    def scratch(self) -> Path:
+        """Where one CT from a zip lies while it is predicted."""
+        return self.root / _SCRATCH
+
+    def image(self, case_id: str) -> Path:
+        return self.images / f"{case_id}_0000.nii.gz"
+
+    def label(self, case_id: str) -> Path:
+        return prediction_path(self.labels, case_id)
+
+    def prediction(self, case_id: str) -> Path:
+        return prediction_path(self.predictions, case_id)
+
+
+def read_rows(path: str | Path) -> dict[str, dict]:
+    """``confidence.csv`` as case id → row (strings as written); {} when absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
+            raise FlareError("not a flare-pseudolabel confidence.csv (no case_id column)", path)
+        return {row["case_id"]: row for row in reader}
+
+
+def write_rows(path: str | Path, rows: dict[str, dict]) -> Path:
+    """Write the rows (sorted by case id) atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for case_id in sorted(rows):
+        writer.writerow({key: rows[case_id].get(key, "") for key in COLUMNS})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def select(confidences: dict[str, float], settings: PseudoConfig) -> dict[str, str]:
+    """Why each case is kept or not: ``"kept: …"`` or ``"dropped: …"``.
+
+    A case is kept when its confidence is ≥ ``min_confidence`` and it is among the
+    ``ceil(keep_fraction × n)`` most confident of the ``n`` predicted cases.
+    """
+    ranked = sorted(confidences, key=lambda c: (-confidences[c], c))
+    n_top = math.ceil(settings.keep_fraction * len(ranked) - 1e-9)
+    reasons = {}
+    for rank, case_id in enumerate(ranked, start=1):
+        value = confidences[case_id]
+        if value < settings.min_confidence:
+            reasons[case_id] = f"dropped: confidence below min_confidence {settings.min_confidence}"
+        elif rank > n_top:
+            reasons[case_id] = f"dropped: rank {rank} of {len(ranked)}, outside the top {n_top}"
+        else:
+            reasons[case_id] = f"kept: rank {rank} of {len(ranked)}"
+    return reasons
+
+
+@dataclass(frozen=True)
+class PseudoResult:
+    """What :func:`pseudolabel` did."""
+
+    root: Path
+    predicted: tuple[str, ...]
+    skipped: tuple[str, ...]
+    failed: tuple[str, ...]
+    kept: tuple[str, ...]
+    rows: dict[str, dict]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.root}: {len(self.predicted)} predicted now, {len(self.skipped)} already done, "
+            f"{len(self.failed)} failed; {len(self.kept)} of {len(self.rows)} kept"
+        )
+
+
+def pseudolabel(
+    model_path: str | Path,
+    images: str | Path,
+    out_dir: str | Path,
+    settings: PseudoConfig | None = None,
+    *,
+    max_cases: int = 0,
+    first: int = 1,
+    last: int = 0,
+    progress: bool = True,
+) -> PseudoResult:
+    """Pseudo-label the chosen unlabelled scans of ``images`` (zip or folder) into ``out_dir``.
+
+    Args:
+        model_path: the teacher, ``RUN/best.keras`` (its ``config.yaml`` beside it).
+        images: FLARE22's unlabelled zip or folder (``Case_00001_0000.nii.gz`` …).
+        out_dir: the pseudo-label folder ``P`` (see the module docstring).
+        settings: selection thresholds (default: the teacher run's ``pseudo`` section).
+        max_cases, first, last: which scans (:func:`flare_helpers.unlabelled.list_scans`).
+
+    Raises:
+        FlareError: bad model, missing input, or no scan at all could be predicted.
+    """
+    from flare_helpers.confidence import ProbabilityRecorder, case_confidence
+    from flare_helpers.infer import keep_largest_component, load_predictor, predict_volume
+    from flare_helpers.nifti import load_image, save_like
+    from flare_helpers.unlabelled import list_scans, scan_file
+
+    source = list_scans(images, max_cases=max_cases, first=first, last=last)
+    settings = settings or teacher_settings(model_path)
+    layout = PseudoLayout(Path(out_dir))
+    for note in source.notes:
+        print(f"note: {note}")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(layout.root, recursive=True)  # left by a killed run
+    rows = read_rows(layout.csv)
+    todo = [s for s in source.scans if s.case_id not in rows]
+    predicted, failed = [], []
+    if todo:
+        predictor = load_predictor(model_path)
+        clean = predictor.settings.largest_component
+        recorder = ProbabilityRecorder(predictor.model)
+        predictor = dataclasses.replace(
+            predictor,
+            model=recorder,
+            settings=dataclasses.replace(predictor.settings, largest_component=False),
+        )
+        organs = predictor.organs
+        for scan in tqdm(todo, desc="pseudo-label", unit="case", disable=not progress):
+            start = time.perf_counter()
+            try:
+                with scan_file(source, scan, layout.scratch) as path:
+                    image = load_image(path)
+                    recorder.reset()
+                    classes = organs.to_classes(predict_volume(predictor, image))
+                    score = case_confidence(recorder.mean_probability, classes, organs.n_classes)
+                    if clean:
+                        keep_largest_component(classes, organs.n_classes)
+                    save_like(organs.to_flare(classes), image, layout.prediction(scan.case_id))
+                    if score.confidence >= settings.min_confidence:
+                        copy_scan(source, scan, layout.image(scan.case_id))
+                row = {"status": "ok", **score.row(), "reason": "pending selection"}
+                predicted.append(scan.case_id)
+            except FlareError as exc:
+                reason = one_line(exc)
+                tqdm.write(f"skipped {scan.image_name}: {reason}", file=sys.stderr)
+                row = {"status": "failed", "reason": f"failed: {reason}"}
+                failed.append(scan.case_id)
+            row.update(case_id=scan.case_id, kept="False")
+            row["seconds"] = round(time.perf_counter() - start, 2)
+            rows[scan.case_id] = row
+            write_rows(layout.csv, rows)
+    if layout.scratch.is_dir() and not any(layout.scratch.iterdir()):
+        layout.scratch.rmdir()
+    if not any(r["status"] == "ok" for r in rows.values()):
+        raise FlareError("no scan could be predicted (see the reasons above)", layout.csv)
+    kept = finalize(layout, rows, settings, source)
+    skipped = [s.case_id for s in source.scans if s.case_id not in predicted + failed]
+    return PseudoResult(
+        layout.root, tuple(predicted), tuple(skipped), tuple(failed), tuple(kept), rows
+    )
+
+
+def teacher_settings(model_path: str | Path) -> PseudoConfig:
+    """The ``pseudo`` section of the teacher run's ``config.yaml`` (defaults without one)."""
+    from flare_helpers.config import load_run_config
+
+    config_path = Path(model_path).parent / "config.yaml"
+    return load_run_config(config_path).pseudo if config_path.exists() else PseudoConfig()
+
+
+def finalize(
+    layout: PseudoLayout, rows: dict[str, dict], settings: PseudoConfig, source: ScanSource
+) -> list[str]:
+    """Select over all finished cases; put kept ones in images/ + labels/, remove the rest."""
+
+    ok = {c: float(r["confidence"]) for c, r in rows.items() if r["status"] == "ok"}
+    reasons = select(ok, settings)
+    scans = {s.case_id: s for s in source.scans}
+    layout.images.mkdir(parents=True, exist_ok=True)
+    layout.labels.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for case_id, reason in reasons.items():
+        keep = reason.startswith("kept")
+        image, label = layout.image(case_id), layout.label(case_id)
+        if keep and not image.exists():
+            if case_id not in scans:
+                reason = "dropped: its scan is not in this input any more"
+                keep = False
+            else:
+                copy_scan(source, scans[case_id], image)
+        if keep:
+            with atomic_path(label) as tmp:
+                shutil.copyfile(layout.prediction(case_id), tmp)
+            kept.append(case_id)
+        else:
+            image.unlink(missing_ok=True)
+            label.unlink(missing_ok=True)
+        rows[case_id].update(kept=str(keep), reason=reason)
+    write_rows(layout.csv, rows)
+    return sorted(kept)
+
+
+def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
+    """One pseudo-labelled case for viewing: ``(CT, its prediction)`` as canonical Volumes."""
+    from flare_helpers.nifti import load_image, load_label
+    from flare_helpers.unlabelled import list_scans, scan_file
+
+    layout = PseudoLayout(Path(out_dir))
+    source = list_scans(images)
+    scans = {s.case_id: s for s in source.scans}
+    if case_id not in scans:
+        raise FlareError(f"no scan {case_id} here", source.path)
+    with scan_file(source, scans[case_id], layout.scratch) as path:
+        image = load_image(path)
+    return image, load_label(layout.prediction(case_id), image.geometry)
+
+
+def confidence_table(rows: dict[str, dict]):
+    """``confidence.csv`` rows as a DataFrame indexed by case, numbers as numbers."""
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(rows, orient="index").drop(columns="case_id", errors="ignore")
+    for column in ("confidence", "mean_probability", "component_share", "organs_found", "seconds"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["kept"] = table["kept"] == "True"
+    return table.sort_index()
+
+
+def best_and_worst(table) -> list[str]:
+    """The most and the least confident predicted case (one id if only one was predicted)."""
+    ranked = table[table["status"] == "ok"].sort_values("confidence", ascending=False)
+    return list(dict.fromkeys([ranked.index[0], ranked.index[-1]]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def pseudo_cases(pseudo_dirs: Sequence[str | Path]) -> list[Case]:
+    """The kept cases of the pseudo-label folders, as labelled cases to cache.
+
+    Raises:
+        FlareError: a folder without ``confidence.csv`` or a case id in two folders.
+    """
+    cases: dict[str, Case] = {}
+    for folder in map(Path, pseudo_dirs):
+        layout = PseudoLayout(folder)
+        if not layout.csv.exists():
+            raise FlareError("not a flare-pseudolabel folder (no confidence.csv)", folder)
+        rows = read_rows(layout.csv)
+        if not layout.images.is_dir() or not any(layout.images.iterdir()):
+            continue
+        for case in discover_cases(folder).labelled:
+            if rows.get(case.case_id, {}).get("kept") != "True":
+                continue
+            if case.case_id in cases:
+                raise FlareError(f"pseudo-labelled case {case.case_id} is in two folders", folder)
+            cases[case.case_id] = case
+    return [cases[c] for c in sorted(cases)]
+
+
+def training_cases(
+    train_ids: Sequence[str], manifest: dict, settings: PseudoConfig
+) -> tuple[list[str], list[float] | None]:
+    """Training case ids (labelled, then pseudo-labelled) and their sampling weights.
+
+    Returns ``(train_ids, None)`` when the cache holds no pseudo-labelled cases.
+    """
+    pseudo = [c for c in manifest.get("pseudo", []) if c not in set(train_ids)]
+    if not pseudo or settings.sample_weight == 0:
+        return list(train_ids), None
+    ids = [*train_ids, *pseudo]
+    return ids, [1.0] * len(train_ids) + [settings.sample_weight] * len(pseudo)
+
+
+def init_student(model, cfg: Config) -> bool:
+    """Load ``pseudo.init_from`` (a teacher's ``.keras``) weights into a fresh model.
+
+    Returns True when weights were loaded.
+
+    Raises:
+        FlareError: the teacher file is bad or its architecture differs.
+    """
+    if not cfg.pseudo.init_from:
+        return False
+    from flare_helpers.infer import load_predictor
+
+    path = Path(cfg.pseudo.init_from)
+    teacher = load_predictor(path).model
+    try:
+        model.set_weights(teacher.get_weights())
+    except ValueError as exc:
+        raise FlareError(
+            f"the teacher's architecture differs from model: ({one_line(exc)})", path
+        ) from exc
+    return True
+
+
+# --------------------------------------------------------------------------- rounds
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    """Where round ``r`` (1, 2, …) of teacher → student keeps its files: ``work_dir/pseudo/round<r>``."""
+
+    root: Path
+
+    @property
+    def pseudo_dir(self) -> Path:
+        """The pseudo-label folder ``P`` of this round."""
+        return self.root / "pseudolabels"
+
+    @property
+    def run_dir(self) -> Path:
+        """The student's run folder."""
+        return self.root / "student"
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "best.keras"
+
+
+def round_paths(work_dir: str | Path, round_number: int) -> RoundPaths:
+    """Paths of one round below the series' working folder."""
+    return RoundPaths(Path(work_dir) / "pseudo" / f"round{round_number}")
+
+
+def student_config(
+    cfg: Config, teacher: str | Path, paths: RoundPaths, from_teacher: bool
+) -> Config:
+    """The student's settings: ``cfg`` plus this round's pseudo-labels and run folder.
+
+    The labelled data, cache, split, preprocessing and architecture stay the
+    teacher's; ``from_teacher`` starts the student from the teacher's weights
+    (``pseudo.init_from``).
+    """
+    return cfg.replace(
+        data={"pseudo_dirs": [str(paths.pseudo_dir)]},
+        train={"output_dir": str(paths.run_dir)},
+        pseudo={"init_from": str(teacher) if from_teacher else ""},
+    )
+
+
+def run_round(
+    cfg: Config,
+    teacher: str | Path,
+    images: str | Path,
+    paths: RoundPaths,
+    *,
+    from_teacher: bool = False,
+    max_cases: int = 0,
+    progress: bool = True,
+):
+    """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student trains.
+
+    Both steps resume where they stopped. Returns ``(PseudoResult, TrainResult)``.
+    """
+    from flare_helpers.train import train
+
+    labelled = pseudolabel(
+        teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
+    )
+    trained = train(student_config(cfg, teacher, paths, from_teacher), progress=progress)
+    return labelled, trained
+
+
+def compare_models(
+    models: dict[str, str | Path],
+    data_dir: str | Path,
+    out_dir: str | Path,
+    case_ids: Sequence[str],
+):
+    """Mean DSC and NSD per organ of each model on the same labelled cases (a DataFrame).
+
+    Each model's predictions and per-case scores go to ``out_dir/<name>/``.
+    """
+    import pandas as pd
+
+    from flare_helpers.evaluate import evaluate_model, write_report
+
+    columns = {}
+    for name, model_path in models.items():
+        result = evaluate_model(model_path, data_dir, Path(out_dir) / name, which=list(case_ids))
+        write_report(result, Path(out_dir) / name)
+        summary = result.summary().set_index("organ")
+        columns[f"{name} DSC"] = summary["dsc_mean"]
+        columns[f"{name} NSD"] = summary["nsd_mean"]
+    return pd.DataFrame(columns)
+
+
+def plot_comparison(table):
+    """Grouped bars: mean DSC per organ, one bar per model (from :func:`compare_models`)."""
+    import matplotlib.pyplot as plt
+
+    dsc = table[[c for c in table.columns if c.endswith(" DSC")]]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(dsc.columns)
+    for k, column in enumerate(dsc.columns):
+        xs = [i + k * width for i in range(len(dsc))]
+        ax.bar(xs, dsc[column], width, label=column.removesuffix(" DSC"))
+    ax.set_xticks([i + width * (len(dsc.columns) - 1) / 2 for i in range(len(dsc))])
+    ax.set_xticklabels([str(o).replace("_", " ") for o in dsc.index])
+    ax.set_ylabel("mean DSC (held-out cases)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
