@@ -24,7 +24,7 @@ one, peak RSS ≤ 3 GB.
 
     python bench/predict_localized.py                       # appends to BENCHMARKS.md
     python bench/predict_localized.py --shape 160 160 40 --train-cases 4 --loc-epochs 2 \\
-        --set model.base_filters=4 --no-append                # smoke (~3 min)
+        --set model.base_filters=4 preprocess.target_shape=[32,32,16] --no-append   # smoke
 """
 
 from __future__ import annotations

@@ -217,6 +217,21 @@ def test_bad_localiser_files_are_one_line_errors(
         localize.load_localizer(misfit, load_run_config(misfit / "config.yaml"))
 
 
+def test_the_figure_draws_the_crop_the_organ_boxes_and_their_union(localized_run, synthetic_data):
+    from flare_helpers import viz
+
+    predictor = infer.load_predictor(localized_run / "best.keras")
+    image = load_image(synthetic_data / "images" / "FLARE22_Tr_0002_0000.nii.gz")
+    crop, region = infer.locate_on_ct(predictor, image)
+    assert all(0 <= s.start < s.stop <= n for s, n in zip(crop, image.data.shape, strict=True))
+    box = localize.Region({1: crop, 4: crop}, crop)
+    fig = viz.plot_localizer_box(image, crop, box, predictor.organs.organs)
+    assert len(fig.axes[0].patches) == 4  # body crop, two organ boxes, their union
+    fig = viz.localizer_figure(localized_run / "best.keras", synthetic_data, "FLARE22_Tr_0002")
+    drawn = 1 if region is None or region.box is None else 2 + len(region.organs)
+    assert len(fig.axes[0].patches) == drawn
+
+
 # --------------------------------------------------------------------------- training
 
 
