@@ -29,6 +29,8 @@ one, peak RSS ≤ 3 GB.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import statistics
@@ -39,7 +41,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import bench_parser, dated_heading, environment, finish, load_average
+from _report import bench_parser, dated_heading, environment, finish, load_average, run_worker
+
+from flare_helpers.runtime import cpu_bf16_flags
 
 HEADING = "## Localised prediction end to end (`bench/predict_localized.py`)"
 INTRO = (
@@ -165,27 +169,49 @@ def run_cli(args: list[str], log: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare(cfg: dict) -> dict:
+    """In a worker process: the trained run, the two CTs and the organs' margins in the box."""
+    tmp = Path(cfg["tmp"])
+    args = build_parser().parse_args(cfg["argv"])
+    run = train_run(tmp, args)
+    images, margins = {}, {}
+    for fov in (1.0, 1.8):
+        image, label = write_ct(tmp / "ct", args.shape, fov)
+        images[str(fov)] = str(image)
+        margins[str(fov)] = organ_margins(run, image, label)
+    return {"run": str(run), "images": images, "margins": margins}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = bench_parser(__doc__, (512, 512, 110))
     parser.add_argument("--train-cases", type=int, default=8, help="phantoms for the localiser")
     parser.add_argument("--loc-epochs", type=int, default=30, help="localiser epochs")
     parser.add_argument("--repeats", type=int, default=1, help="flare-predict runs per setting")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
+    return parser
 
-    from flare_helpers.runtime import resolve_precision
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(prepare(json.loads(args.worker))), flush=True)
+        return 0
 
     precisions = ["float32"]
-    if resolve_precision("auto")[0] == "bfloat16":
+    if cpu_bf16_flags():  # what infer.precision=auto picks on a CPU-only machine
         precisions.append("bfloat16")
     rows = []
     with tempfile.TemporaryDirectory(prefix="flare-bench-localized-") as tmp:
         tmp = Path(tmp)
-        run = train_run(tmp, args)
+        # Keras stays out of this process: a child's peak RSS would include it (fork).
+        made = run_worker(__file__, {"tmp": str(tmp), "argv": argv or sys.argv[1:]})
+        run = Path(made["run"])
         load_before = load_average()
         for fov in (1.0, 1.8):
-            image, label = write_ct(tmp / "ct", args.shape, fov)
-            margins = organ_margins(run, image, label)
+            image = Path(made["images"][str(fov)])
+            margins = made["margins"][str(fov)]
             print(f"fov {fov}: organ margins inside the box (mm) {margins}", flush=True)
             for precision in precisions:
                 for localized in (True, False):

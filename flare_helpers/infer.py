@@ -88,7 +88,7 @@ class CaseReport:
 
     def line(self) -> str:
         """One console line, e.g. for ``flare-predict``."""
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items())
         note = f"; {self.note}" if self.note else ""
         return (
             f"{self.image.name}: {self.windows_run} of {self.windows_crop} windows "
