@@ -44,6 +44,9 @@ SMOKE_ARGS: dict[str, str] = {
     "preprocess.target_shape=[32,32,16]",
     "sliding_window_speed": "--shape 96 96 40 --set model.base_filters=4 "
     "--set preprocess.target_shape=[32,32,16]",
+    "predict_localized": "--shape 160 160 40 --train-cases 4 --loc-epochs 2 "
+    "--set model.base_filters=4 preprocess.target_shape=[32,32,16]",
+    "localized_accuracy": "--minutes 0.3 --cases 6 --test-cases 2 --shape 96 96 40 --loc-epochs 2",
 }
 
 

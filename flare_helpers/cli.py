@@ -306,8 +306,9 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
-        help="network compute precision (default: the run's infer.precision, float32)",
+        choices=("auto", "float32", "bfloat16"),
+        help="network compute precision (default: the run's infer.precision; auto = bfloat16 "
+        "where the CPU computes it natively, else float32)",
     )
     parser.add_argument(
         "--overlap",
@@ -318,6 +319,11 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         "--tta",
         action="store_true",
         help="also predict the left-right mirror image and average (2x the network time)",
+    )
+    parser.add_argument(
+        "--no-localize",
+        action="store_true",
+        help="slide windows over the whole body crop, not only the localiser's organ box",
     )
 
     def body(args: argparse.Namespace) -> None:
@@ -331,8 +337,17 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             overrides["overlap"] = args.overlap
         if args.tta:
             overrides["tta"] = True
+        if args.no_localize:
+            overrides["localize"] = False
         predictor = load_predictor(args.model_path, args.config, **overrides)
-        for path in predict_files(predictor, pairs, overwrite=args.overwrite):
+        print(predictor.describe())
+        reports: list = []
+        for path, report in zip(
+            predict_files(predictor, pairs, overwrite=args.overwrite, reports=reports),
+            reports,
+            strict=True,
+        ):
+            print(report.line())
             print(f"wrote {path}")
 
     return _run("flare-predict", parser, body, argv)

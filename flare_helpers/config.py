@@ -122,9 +122,34 @@ class InferConfig:
     resample: Literal["probabilities", "labels"] = "probabilities"
     largest_component: bool = True
     batch_size: int = 1
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     overlap: float = 0.5
     tta: bool = False
+    localize: bool = True
+    roi_margin_mm: float = 20.0
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """The organ localiser of spacing-mode runs (:mod:`flare_helpers.localize`).
+
+    A small VNet on a coarse grid (``target_spacing`` mm) that sees the whole
+    body crop in one or a few ``target_shape`` windows; at prediction its organ
+    boxes (plus ``infer.roi_margin_mm``) are the only region the main network's
+    sliding windows cover. Trained on the same cache, before the main model.
+    """
+
+    enabled: bool = True
+    target_spacing: tuple[float, float, float] = (6.0, 6.0, 6.0)
+    target_shape: tuple[int, int, int] = (64, 64, 64)
+    base_filters: int = 8
+    depth: int = 3
+    convs_per_stage: tuple[int, ...] = (1, 2, 2, 2)
+    kernel_size: int = 3
+    normalization: Literal["none", "batch", "instance"] = "instance"
+    epochs: int = 40
+    batch_size: int = 2
+    learning_rate: float = 0.003
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -431,6 +457,8 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "train.seed and data.split_seed must be in [0, 2**32)",
         ),
         (cfg.infer.batch_size >= 1, "infer.batch_size must be >= 1"),
+        (cfg.infer.roi_margin_mm >= 0, "infer.roi_margin_mm must be >= 0"),
+        *_localizer_checks(cfg.localizer),
         (
             0 <= cfg.pseudo.min_confidence <= 1 and 0 < cfg.pseudo.keep_fraction <= 1,
             "pseudo.min_confidence must be in [0, 1] and pseudo.keep_fraction in (0, 1]",
@@ -462,6 +490,34 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
     except FlareError as exc:
         raise FlareError(f"data.organs: {exc.problem}", source) from exc
     return cfg
+
+
+def _localizer_checks(loc: LocalizerConfig) -> list[tuple[bool, str]]:
+    """Range checks of the ``localizer:`` section (as :func:`validate` lists them)."""
+    factor = 2**loc.depth
+    return [
+        (
+            all(s > 0 for s in loc.target_spacing),
+            "localizer.target_spacing must be > 0 mm along every axis",
+        ),
+        (
+            loc.depth >= 1 and all(s > 0 and s % factor == 0 for s in loc.target_shape),
+            f"localizer.target_shape {list(loc.target_shape)} must be > 0 and divisible by "
+            f"2**localizer.depth = {factor} along every axis (localizer.depth >= 1)",
+        ),
+        (
+            len(loc.convs_per_stage) == loc.depth + 1 and min(loc.convs_per_stage) >= 1,
+            "localizer.convs_per_stage needs depth + 1 entries, each >= 1",
+        ),
+        (
+            loc.base_filters >= 1 and loc.kernel_size >= 1,
+            "localizer.base_filters and localizer.kernel_size must be >= 1",
+        ),
+        (
+            loc.epochs >= 1 and loc.batch_size >= 1 and loc.learning_rate > 0,
+            "localizer.epochs and localizer.batch_size must be >= 1, localizer.learning_rate > 0",
+        ),
+    ]
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

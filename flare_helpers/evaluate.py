@@ -286,11 +286,13 @@ def evaluate_model(
     *,
     which: str = "test",
     progress: bool = True,
+    reports: list | None = None,
 ) -> EvaluationResult:
     """Predict the chosen cases with a trained model, then score the predictions.
 
     Predictions are written (and replaced on a rerun) to ``out_dir/predictions``
-    on each CT's own grid; the model's own organ list is scored.
+    on each CT's own grid; the model's own organ list is scored. ``reports`` gets
+    each CT's :class:`~flare_helpers.infer.CaseReport` (windows, seconds per stage).
     """
     from flare_helpers.infer import load_predictor, predict_files
 
@@ -299,7 +301,7 @@ def evaluate_model(
     cases = select_cases(data_dir, which, model_path=model_path)
     pred_dir = out_dir / PREDICTIONS_DIRNAME
     pairs = [(case.image, prediction_path(pred_dir, case.case_id)) for case in cases]
-    predict_files(predictor, pairs, overwrite=True, progress=progress)
+    predict_files(predictor, pairs, overwrite=True, progress=progress, reports=reports)
     return score_prediction_dir(
         pred_dir,
         data_dir,

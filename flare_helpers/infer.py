@@ -15,6 +15,13 @@ the fine grid (``infer.resample: probabilities``, the default, as nnU-Net
 does): boundaries then fall between coarse voxels instead of following a 4×
 staircase, which is measurably more accurate than nearest-neighbour upsampling
 of the coarse labels (``labels``, kept for comparison).
+
+In spacing mode a run folder with a ``localizer.keras`` first finds the organs
+on a coarse grid, and the windows cover only their box plus
+``infer.roi_margin_mm`` (:mod:`flare_helpers.localize`; ``infer.localize``).
+The network computes in ``infer.precision`` (``auto``: bfloat16 only where the
+CPU has it natively); every prediction reports the precision it used, the
+windows it ran and the seconds of each stage (:class:`CaseReport`).
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from flare_helpers.config import Config, InferConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import refuse_existing, remove_stale_temps_of
 from flare_helpers.labels import OrganSet
+from flare_helpers.localize import Localizer, Region, box_on_ct, load_localizer
+from flare_helpers.localize import localized_probabilities as _localized
 from flare_helpers.nifti import Volume, load_image, save_like
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
-from flare_helpers.sliding_window import PredictFn, mirrored, sliding_window_probabilities
+from flare_helpers.sliding_window import PredictFn, mirrored
 
 
 @dataclass
@@ -54,16 +63,88 @@ class StageTimer:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def add(self, other: StageTimer, share: float = 1.0) -> None:
+        """Add ``share`` of another timer's seconds to this one's."""
+        for name, seconds in other.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + share * seconds
+
+
+@dataclass
+class CaseReport:
+    """Where one CT's prediction time went: windows run against the body crop's, per stage.
+
+    ``windows_crop`` is what a sliding window over the whole body crop would
+    run; ``windows_run`` what ran (fewer inside the localiser's box). Resize mode
+    runs one network pass (1 of 1). ``seconds`` has load, preprocess, localize,
+    network, resample (mapping back to the CT grid) and write.
+    """
+
+    image: Path
+    precision: str
+    windows_run: int
+    windows_crop: int
+    seconds: dict[str, float]
+    note: str = ""
+
+    def line(self) -> str:
+        """One console line, e.g. for ``flare-predict``."""
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items())
+        note = f"; {self.note}" if self.note else ""
+        return (
+            f"{self.image.name}: {self.windows_run} of {self.windows_crop} windows "
+            f"({self.precision}); seconds: {stages}{note}"
+        )
+
+
+def timing_table(reports: Sequence[CaseReport]):
+    """One row per CT: windows run, the body crop's windows, seconds per stage (a DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "image": r.image.name,
+                "windows run": r.windows_run,
+                "body-crop windows": r.windows_crop,
+                **{f"{k} s": round(v, 2) for k, v in r.seconds.items()},
+                "precision": r.precision,
+            }
+            for r in reports
+        ]
+    )
+
 
 @dataclass
 class Predictor:
-    """A loaded model with the settings it was trained with."""
+    """A loaded model with the settings it was trained with.
+
+    ``precision`` is the network's compute precision as resolved from
+    ``settings.precision`` (``precision_reason`` says why); ``localizer`` is the
+    run's organ localiser, or None (resize mode, none saved, or switched off).
+    """
 
     model: object
     params: PreprocessParams
     organs: OrganSet
     settings: InferConfig
     model_path: Path
+    precision: str = "float32"
+    precision_reason: str = ""
+    localizer: Localizer | None = None
+
+    def describe(self) -> str:
+        """One line: mode, precision and why, localiser."""
+        loc = "none"
+        if self.localizer is not None:
+            loc = (
+                f"{self.localizer.path.name}, margin {self.settings.roi_margin_mm:g} mm"
+                if self.settings.localize
+                else "off (infer.localize)"
+            )
+        return (
+            f"{self.params.mode} mode; precision {self.precision} ({self.precision_reason}); "
+            f"localiser: {loc}"
+        )
 
 
 #: Modules a model's config may name: Keras itself and this package's registered objects.
@@ -119,6 +200,29 @@ def _check_model_file(path: Path) -> None:
         raise FlareError(_CODE.format(found), path)
 
 
+def load_model_file(path: Path):
+    """A checked ``.keras`` file (:func:`_check_model_file`) loaded in safe mode, uncompiled.
+
+    Raises:
+        FlareError: one line naming the file: missing, not a model, or unloadable.
+    """
+    import keras
+
+    from flare_helpers import losses, model, train_metrics  # noqa: F401  (registers custom objects)
+
+    _check_model_file(path)
+    try:
+        # safe_mode=True explicitly: a .keras file from elsewhere must not run code
+        # (Lambda layers), even if something called enable_unsafe_deserialization().
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise FlareError(_CODE.format("Keras refused it in safe mode"), path) from exc
+        raise FlareError(
+            f"cannot load the model ({type(exc).__name__}: {one_line(exc)})", path
+        ) from exc
+
+
 def load_predictor(
     model_path: str | Path, config: Config | str | Path | None = None, **infer_overrides
 ) -> Predictor:
@@ -133,9 +237,7 @@ def load_predictor(
         FlareError: missing/invalid model file, no config beside it, or a model
             whose input/output does not fit the configured grid and organs.
     """
-    import keras
-
-    from flare_helpers import losses, model, train_metrics  # noqa: F401  (registers custom objects)
+    from flare_helpers.runtime import resolve_precision
 
     model_path = Path(model_path)
     _check_model_file(model_path)
@@ -150,16 +252,7 @@ def load_predictor(
         config = load_run_config(config_path)
     if infer_overrides:
         config = config.replace(infer=infer_overrides)
-    try:
-        # safe_mode=True explicitly: a .keras file from elsewhere must not run code
-        # (Lambda layers), even if something called enable_unsafe_deserialization().
-        net = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as exc:
-        if "safe_mode" in str(exc):
-            raise FlareError(_CODE.format("Keras refused it in safe mode"), model_path) from exc
-        raise FlareError(
-            f"cannot load the model ({type(exc).__name__}: {one_line(exc)})", model_path
-        ) from exc
+    net = load_model_file(model_path)
     params = PreprocessParams.from_config(config)
     organs = OrganSet.from_names(config.data.organs)
     expected_in = (*params.target_shape, 1)
@@ -169,22 +262,24 @@ def load_predictor(
             f"config says {expected_in} and {organs.n_classes} classes",
             model_path,
         )
-    if config.infer.precision != "float32":
-        net = _with_precision(net, config, organs.n_classes, model_path)
-    return Predictor(net, params, organs, config.infer, model_path)
+    precision, reason = resolve_precision(config.infer.precision)
+    if precision != "float32":
+        net = _with_precision(net, config, organs.n_classes, model_path, precision)
+    localizer = load_localizer(model_path.parent, config)
+    return Predictor(net, params, organs, config.infer, model_path, precision, reason, localizer)
 
 
-def _with_precision(net, config: Config, n_classes: int, model_path: Path):
-    """The same VNet and weights with ``infer.precision`` compute (float32 variables kept)."""
+def _with_precision(net, config: Config, n_classes: int, model_path: Path, precision: str):
+    """The same VNet and weights computing in ``precision`` (float32 variables kept)."""
     from flare_helpers.model import vnet_from_config
 
-    policy = f"mixed_{config.infer.precision}"
+    policy = f"mixed_{precision}"
     try:
         fast = vnet_from_config(config.model, config.preprocess.target_shape, n_classes, policy)
         fast.set_weights(net.get_weights())
     except (ValueError, FlareError) as exc:
         raise FlareError(
-            f"cannot rebuild the model in {config.infer.precision} from its config.yaml "
+            f"cannot rebuild the model in {precision} from its config.yaml "
             f"({one_line(exc)}); use infer.precision=float32",
             model_path,
         ) from exc
@@ -230,24 +325,79 @@ def _predict_fn(predictor: Predictor) -> PredictFn:
     return mirrored(plain, lr_swap_pairs(predictor.organs.organs))
 
 
+def uses_localizer(predictor: Predictor) -> bool:
+    """Whether predictions find the organs first (spacing mode, a localiser, ``infer.localize``)."""
+    return predictor.localizer is not None and predictor.settings.localize
+
+
+def locate(predictor: Predictor, x: np.ndarray) -> Region | None:
+    """The localiser's organ boxes and margined union on the fine grid of ``x``, or None."""
+    if not uses_localizer(predictor):
+        return None
+    return predictor.localizer.region(x, predictor.settings.roi_margin_mm)
+
+
+def locate_on_ct(predictor: Predictor, image: Volume) -> tuple[tuple[slice, ...], Region | None]:
+    """The body crop and the localiser's organ boxes (and margined union) in CT voxels.
+
+    For figures: voxels of ``image``'s canonical grid. The region is None where
+    predictions do not localise (resize mode, no localiser, ``infer.localize`` off).
+    """
+    x, crop = prepare_image(image, predictor.params)
+    region = locate(predictor, x)
+    if region is None:
+        return crop, None
+
+    def on_ct(box):
+        return box_on_ct(box, x.shape, crop)
+
+    organs = {cls: on_ct(box) for cls, box in region.organs.items()}
+    return crop, Region(organs, on_ct(region.box) if region.box is not None else None)
+
+
 def volume_probabilities(
-    predictor: Predictor, x: np.ndarray, *, progress: bool = False
+    predictor: Predictor,
+    x: np.ndarray,
+    *,
+    progress: bool = False,
+    timer: StageTimer | None = None,
+    report: dict | None = None,
 ) -> np.ndarray:
     """Probabilities (X, Y, Z, C) for one prepared volume (X, Y, Z), in the model's mode.
 
     ``resize``: one network pass. ``spacing``: sliding windows of the network's
-    input size, ``infer.batch_size`` windows per call, overlapping by ``infer.overlap``.
+    input size, ``infer.batch_size`` windows per call, overlapping by ``infer.overlap``,
+    over the localiser's box when the run has one (:mod:`flare_helpers.localize`),
+    else over the whole body crop. ``timer`` gets the localize and network seconds;
+    ``report`` (a dict) gets ``windows_run``, ``windows_crop`` and a ``note``.
     """
+    timer = timer or StageTimer()
+    report = {} if report is None else report
     if predictor.params.mode != "spacing":
-        return probabilities(predictor, x[None])[0]
-    return sliding_window_probabilities(
-        x,
-        predictor.params.target_shape,
-        _predict_fn(predictor),
-        overlap=predictor.settings.overlap,
-        batch_size=predictor.settings.batch_size,
-        progress=progress,
-    )
+        with timer.stage("network"):
+            report.update(windows_run=1, windows_crop=1)
+            return probabilities(predictor, x[None])[0]
+    region = None
+    if uses_localizer(predictor):
+        with timer.stage("localize"):
+            region = locate(predictor, x)
+    with timer.stage("network"):
+        probs, windows = _localized(
+            x,
+            predictor.params.target_shape,
+            _predict_fn(predictor),
+            region.box if region is not None else None,
+            overlap=predictor.settings.overlap,
+            batch_size=predictor.settings.batch_size,
+            progress=progress,
+        )
+    note = ""
+    if region is not None:
+        note = windows.whole_crop_because or "localised box"
+        if windows.grown_faces:
+            note += f", grown at {' '.join(windows.grown_faces)}"
+    report.update(windows_run=windows.windows_run, windows_crop=windows.windows_crop, note=note)
+    return probs
 
 
 def labels_from_probabilities(
@@ -292,8 +442,7 @@ def predict_volume(
     timer = timer or StageTimer()
     with timer.stage("preprocess"):
         x, box = prepare_image(image, predictor.params)
-    with timer.stage("network"):
-        probs = volume_probabilities(predictor, x)
+    probs = volume_probabilities(predictor, x, timer=timer)
     with timer.stage("resample"):
         return labels_on_grid(predictor, probs, box, image.data.shape)
 
@@ -330,11 +479,13 @@ def predict_files(
     overwrite: bool = False,
     progress: bool = True,
     timer: StageTimer | None = None,
+    reports: list[CaseReport] | None = None,
 ) -> list[Path]:
     """Predict each (input, output) pair, ``infer.batch_size`` volumes per network call.
 
     Outputs that exist are refused up front (nothing is overwritten) unless
-    ``overwrite``; each file is written atomically.
+    ``overwrite``; each file is written atomically. ``timer`` adds up the stage
+    seconds of all inputs; ``reports`` gets one :class:`CaseReport` per input.
     """
     if not overwrite:
         refuse_existing(out for _, out in pairs)
@@ -350,19 +501,39 @@ def predict_files(
     ) as bar:
         for start in range(0, len(pairs), batch):
             chunk = pairs[start : start + batch]
-            with timer.stage("load"):
+            shared, windows = StageTimer(), {}
+            with shared.stage("load"):
                 images = [load_image(src) for src, _ in chunk]
-            with timer.stage("preprocess"):
+            with shared.stage("preprocess"):
                 prepared = [prepare_image(image, predictor.params) for image in images]
-            with timer.stage("network"):
-                if batch == 1:
-                    probs = [volume_probabilities(predictor, prepared[0][0], progress=progress)]
-                else:
+            if batch == 1:
+                x = prepared[0][0]
+                probs = [
+                    volume_probabilities(
+                        predictor, x, progress=progress, timer=shared, report=windows
+                    )
+                ]
+            else:
+                with shared.stage("network"):
                     probs = probabilities(predictor, np.stack([x for x, _ in prepared]))
-            for (_, dst), image, (_, box), p in zip(chunk, images, prepared, probs, strict=True):
-                with timer.stage("resample"):
+            for (src, dst), image, (_, box), p in zip(chunk, images, prepared, probs, strict=True):
+                own = StageTimer()
+                own.add(shared, 1.0 / len(chunk))
+                with own.stage("resample"):
                     labels = labels_on_grid(predictor, p, box, image.data.shape)
-                with timer.stage("write"):
+                with own.stage("write"):
                     written.append(save_like(labels, image, dst, overwrite=True))
+                timer.add(own)
+                if reports is not None:
+                    reports.append(
+                        CaseReport(
+                            Path(src),
+                            predictor.precision,
+                            windows.get("windows_run", 1),
+                            windows.get("windows_crop", 1),
+                            own.seconds,
+                            windows.get("note", ""),
+                        )
+                    )
                 bar.update()
     return written

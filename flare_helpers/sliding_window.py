@@ -104,6 +104,112 @@ def _batches(boxes: list, size: int) -> Iterator[list]:
         yield boxes[start : start + size]
 
 
+Box = tuple[slice, slice, slice]
+
+
+def fit_box(box: Sequence[slice], patch: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` widened (evenly, kept inside ``shape``) to at least ``patch`` along every axis.
+
+    ``shape`` must be at least ``patch`` along every axis (a padded volume).
+    """
+    out = []
+    for s, p, n in zip(box, patch, shape, strict=True):
+        lo, hi = max(int(s.start), 0), min(int(s.stop), int(n))
+        short = max(int(p) - (hi - lo), 0)
+        lo = max(lo - short // 2, 0)
+        hi = min(max(hi + short - short // 2, lo + int(p)), int(n))
+        lo = min(lo, hi - int(p))
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+class WindowSum:
+    """Gaussian-weighted sum of window outputs over one volume, filled region by region.
+
+    :meth:`cover` runs the windows of a sliding-window pass over a box of the
+    volume and adds them in; further calls add more windows (a grown box) without
+    redoing the earlier ones. :meth:`probabilities` is the weighted mean where a
+    window ran and background (class 0, probability 1) elsewhere. Covering the
+    whole volume once is exactly :func:`sliding_window_probabilities`.
+
+    Boxes are in the coordinates of the padded volume (:attr:`shape`: the volume
+    padded with ``pad_value`` up to ``patch`` where it is smaller).
+    """
+
+    def __init__(
+        self,
+        volume: np.ndarray,
+        patch: Sequence[int],
+        predict: PredictFn,
+        *,
+        batch_size: int = 1,
+        pad_value: float = 0.0,
+    ) -> None:
+        self.patch = tuple(int(p) for p in patch)
+        if volume.ndim != 3 or len(self.patch) != 3:
+            raise ValueError(f"expected a 3D volume and a 3D patch, got {volume.shape} and {patch}")
+        self.volume_shape = tuple(volume.shape)
+        self.shape = tuple(max(n, p) for n, p in zip(volume.shape, self.patch, strict=True))
+        if self.shape != self.volume_shape:
+            self.padded = np.full(self.shape, pad_value, dtype=np.float32)
+            self.padded[tuple(slice(0, n) for n in self.volume_shape)] = volume
+        else:
+            self.padded = np.asarray(volume, dtype=np.float32)
+        self.predict = predict
+        self.batch_size = max(1, int(batch_size))
+        self.weights = gaussian_importance(self.patch)
+        self.total: np.ndarray | None = None
+        self.weight_sum = np.zeros(self.shape, dtype=np.float32)
+        self.windows_run = 0
+
+    @property
+    def whole(self) -> Box:
+        """The box of the whole (padded) volume."""
+        return tuple(slice(0, n) for n in self.shape)
+
+    def cover(self, box: Sequence[slice] | None, overlap: float, progress: bool = False) -> int:
+        """Run the windows of a pass over ``box`` (None: everything); return how many ran."""
+        box = self.whole if box is None else fit_box(box, self.patch, self.shape)
+        size = [s.stop - s.start for s in box]
+        boxes = [
+            tuple(slice(s.start + w.start, s.start + w.stop) for s, w in zip(box, win, strict=True))
+            for win in window_boxes(size, self.patch, overlap)
+        ]
+        with tqdm(total=len(boxes), desc="windows", unit="win", disable=not progress) as bar:
+            for chunk in _batches(boxes, self.batch_size):
+                batch = np.stack([self.padded[b] for b in chunk])
+                out = np.asarray(self.predict(batch), dtype=np.float32)
+                if self.total is None:
+                    self.total = np.zeros((*self.shape, out.shape[-1]), dtype=np.float32)
+                for b, probs in zip(chunk, out, strict=True):
+                    self.total[b] += probs * self.weights[..., None]
+                    self.weight_sum[b] += self.weights
+                bar.update(len(chunk))
+        self.windows_run += len(boxes)
+        return len(boxes)
+
+    def classes(self, box: Sequence[slice]) -> np.ndarray:
+        """Argmax class of the running sum inside ``box`` (0 where no window ran yet)."""
+        if self.total is None:
+            return np.zeros(tuple(s.stop - s.start for s in box), dtype=np.uint8)
+        return np.argmax(self.total[tuple(box)], axis=-1).astype(np.uint8)
+
+    def probabilities(self) -> np.ndarray:
+        """(X, Y, Z, C) float32 weighted mean, cropped to the volume; background where unseen."""
+        if self.total is None:
+            raise ValueError("no window has run yet")
+        total = self.total
+        if np.all(self.weight_sum > 0):
+            total /= self.weight_sum[..., None]
+        else:
+            seen = self.weight_sum > 0
+            total[seen] /= self.weight_sum[seen][:, None]
+            total[~seen] = np.eye(total.shape[-1], dtype=np.float32)[0]
+        self.total = None
+        n = self.volume_shape
+        return total[: n[0], : n[1], : n[2]]
+
+
 def sliding_window_probabilities(
     volume: np.ndarray,
     patch: Sequence[int],
@@ -128,28 +234,6 @@ def sliding_window_probabilities(
     Returns:
         (X, Y, Z, C) float32 Gaussian-weighted mean of the window outputs.
     """
-    patch = tuple(int(p) for p in patch)
-    shape = volume.shape
-    if volume.ndim != 3 or len(patch) != 3:
-        raise ValueError(f"expected a 3D volume and a 3D patch, got {shape} and {patch}")
-    padded_shape = tuple(max(n, p) for n, p in zip(shape, patch, strict=True))
-    if padded_shape != shape:
-        padded = np.full(padded_shape, pad_value, dtype=np.float32)
-        padded[: shape[0], : shape[1], : shape[2]] = volume
-    else:
-        padded = np.asarray(volume, dtype=np.float32)
-    weights = gaussian_importance(patch)
-    boxes = window_boxes(padded_shape, patch, overlap)
-    total: np.ndarray | None = None
-    weight_sum = np.zeros(padded_shape, dtype=np.float32)
-    with tqdm(total=len(boxes), desc="windows", unit="win", disable=not progress) as bar:
-        for chunk in _batches(boxes, max(1, int(batch_size))):
-            out = np.asarray(predict(np.stack([padded[box] for box in chunk])), dtype=np.float32)
-            if total is None:
-                total = np.zeros((*padded_shape, out.shape[-1]), dtype=np.float32)
-            for box, probs in zip(chunk, out, strict=True):
-                total[box] += probs * weights[..., None]
-                weight_sum[box] += weights
-            bar.update(len(chunk))
-    total /= weight_sum[..., None]
-    return total[: shape[0], : shape[1], : shape[2]]
+    sums = WindowSum(volume, patch, predict, batch_size=batch_size, pad_value=pad_value)
+    sums.cover(None, overlap, progress)
+    return sums.probabilities()

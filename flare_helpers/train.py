@@ -9,6 +9,8 @@ A run folder (``train.output_dir``, which may live on Google Drive) holds::
     checkpoints/         epoch_NNNN.keras: weights + optimizer state of the last finished epoch
     training_done.json   written when all epochs (or early stopping) completed
     tensorboard/         (optional)
+    localizer.keras      spacing mode: the organ localiser (flare_helpers.localize), with
+    localizer_checkpoints/ and localizer_history.csv, trained before the main model
 
 Running the same command again resumes from the newest checkpoint with the
 same optimizer state, shuffling order and augmentation draws; a finished run
@@ -24,6 +26,7 @@ from pathlib import Path
 import keras
 
 from flare_helpers import callbacks as cb
+from flare_helpers import localize
 from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
@@ -68,6 +71,18 @@ class RunPaths:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
+
+    @property
+    def localizer_model(self) -> Path:
+        return self.root / "localizer.keras"
+
+    @property
+    def localizer_checkpoints(self) -> Path:
+        return self.root / "localizer_checkpoints"
+
+    @property
+    def localizer_history(self) -> Path:
+        return self.root / "localizer_history.csv"
 
 
 @dataclass(frozen=True)
@@ -282,6 +297,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     if not splits["train"]:
         raise FlareError("the training split is empty", paths.splits)
     monitor = "val_mean_dice" if splits["val"] else "mean_dice"
+    localize.train_localizer(cfg, splits, progress=progress)  # spacing mode only; resumable
 
     keras.backend.clear_session()
     set_determinism(cfg.train.seed, cfg.train.deterministic)

@@ -51,7 +51,7 @@ learning_rate = 0.0001
 # %matplotlib inline
 import keras
 
-from flare_helpers import labels, model, runner, runtime, train, viz
+from flare_helpers import labels, localize, model, runner, runtime, train, viz
 
 paths = runner.series_paths(work_dir, data_root)
 cfg = runner.notebook_config(
@@ -118,6 +118,24 @@ print(f"untrained network: {float(loss(y, net(x))):.3f}")
 print(f"perfect prediction: {float(loss(y, y)):.3f}")
 del net
 keras.backend.clear_session()
+
+# %% [markdown]
+# ## The organ localiser
+#
+# In spacing mode a CT needs dozens of 128×128×64 windows, but the four organs fill only
+# part of the body. So a small VNet (8 filters, 3×3×3 kernels) first learns the organs on a
+# coarse 6 mm grid, where one 64³ window sees the whole body crop. At prediction it runs
+# once per CT, and the main network's windows then cover only its organ box plus 20 mm
+# (notebook 04 draws it). It trains in a small share of the run's time on the same cache,
+# resampled to 6 mm, with its own checkpoints (rerun to resume) and validation Dice.
+# Resize-mode runs need no localiser: one pass already covers the whole body.
+
+# %%
+localizer = localize.train_localizer(cfg, splits)
+if localizer is None:
+    print("no localiser in this run (resize mode, or localizer.enabled: false)")
+else:
+    print(f"localiser: best {localizer.monitor} {localizer.best_value:.3f}, {localizer.model}")
 
 # %% [markdown]
 # ## Train

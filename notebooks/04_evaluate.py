@@ -43,7 +43,7 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 
 # %%
 # %matplotlib inline
-from flare_helpers import ceiling, config, evaluate, runner, viz
+from flare_helpers import ceiling, config, evaluate, infer, runner, viz
 
 paths = runner.series_paths(work_dir, data_root)
 run_cfg = config.load_run_config(paths.run_dir / "config.yaml")
@@ -56,11 +56,22 @@ print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
 # on its own grid: open one beside its CT in any viewer and they overlay.
 
 # %%
+timing = []
 result = evaluate.evaluate_model(
-    paths.model_path, paths.data_dir, paths.evaluation_dir, which=cases
+    paths.model_path, paths.data_dir, paths.evaluation_dir, which=cases, reports=timing
 )
 report = evaluate.write_report(result, paths.evaluation_dir)
 report
+
+# %% [markdown]
+# ## Where the time goes
+#
+# Per CT: the windows the network ran against the windows a sliding window over the whole
+# body crop needs, and the seconds of each stage: load, preprocess, localise (the coarse
+# network), network (the fine windows), resample (mapping back to the CT grid), write.
+
+# %%
+infer.timing_table(timing)
 
 # %% [markdown]
 # ## Per case and organ
@@ -113,3 +124,14 @@ viz.plot_case(
     dice=viz.case_dice(arrays, result.organs),
     title=worst,
 )
+
+# %% [markdown]
+# ## Where the localiser looked
+#
+# The coarse localiser's box per organ on the worst case, and their union plus the margin
+# (dashed): the fine network's windows cover only that box, which is why a CT costs a
+# fraction of the body crop's windows. Without a localiser (resize mode) the body crop is
+# shown alone.
+
+# %%
+viz.localizer_figure(paths.model_path, paths.data_dir, worst)

@@ -12,3 +12,12 @@ TINY_MODEL = [
     "model.convs_per_stage=[1,1,1]",
     "model.kernel_size=3",
 ]
+
+#: A tiny localiser: 16³ windows of the 6 mm grid, the smallest VNet (seconds to train).
+TINY_LOCALIZER = [
+    "localizer.target_shape=[16,16,16]",
+    "localizer.base_filters=4",
+    "localizer.depth=2",
+    "localizer.convs_per_stage=[1,1,1]",
+    "localizer.epochs=2",
+]

@@ -15,7 +15,7 @@ from flare_helpers.viz.planes import CaseArrays
 from flare_helpers.viz.render3d import render_rotation_video
 from flare_helpers.viz.scene3d import Scene3D, interactive_3d
 from flare_helpers.viz.slices import plot_case, save_figure
-from flare_helpers.viz.steps import plot_batch, plot_preprocessing
+from flare_helpers.viz.steps import plot_batch, plot_localizer_box, plot_preprocessing
 from flare_helpers.viz.video import video_html
 from flare_helpers.viz.viewer import SliceViewer, is_headless, slice_viewer
 
@@ -32,6 +32,7 @@ __all__ = [
     "organ_meshes",
     "plot_batch",
     "plot_case",
+    "plot_localizer_box",
     "plot_preprocessing",
     "plot_training_curves",
     "render_rotation_video",
@@ -39,6 +40,7 @@ __all__ = [
     "slice_viewer",
     "video_html",
     "case_dice",
+    "localizer_figure",
     "visualize_cases",
 ]
 
@@ -46,7 +48,7 @@ __all__ = [
 def __getattr__(name: str):
     # The report pulls in inference and evaluation: imported on first use, it keeps
     # `import flare_helpers.viz` light.
-    if name in ("case_dice", "visualize_cases"):
+    if name in ("case_dice", "localizer_figure", "visualize_cases"):
         from flare_helpers.viz import report
 
         return getattr(report, name)

@@ -135,3 +135,26 @@ def visualize_cases(
             )
         )
     return written
+
+
+def localizer_figure(
+    model_path: str | Path, data_dir: str | Path, case_id: str, plane: str = "coronal"
+):
+    """The localiser's boxes on one case (:func:`~flare_helpers.viz.plot_localizer_box`).
+
+    Loads the model of ``model_path`` and its run's localiser, prepares the case's
+    CT as a prediction would, and draws where the fine windows would go.
+    """
+    from flare_helpers.cases import discover_cases
+    from flare_helpers.infer import load_predictor, locate_on_ct
+    from flare_helpers.nifti import load_image
+    from flare_helpers.viz.steps import plot_localizer_box
+
+    cases = {case.case_id: case for case in discover_cases(data_dir).cases}
+    if case_id not in cases:
+        raise FlareError(f"no case {case_id!r} here", Path(data_dir))
+    predictor = load_predictor(model_path)
+    image = load_image(cases[case_id].image)
+    crop, region = locate_on_ct(predictor, image)
+    organs = predictor.organs.organs
+    return plot_localizer_box(image, crop, region, organs, plane)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from flare_helpers.config import Config
-from flare_helpers.labels import OrganSet
+from flare_helpers.labels import ORGAN_COLORS, OrganSet
 from flare_helpers.nifti import Volume
 from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_image, prepare_label
 from flare_helpers.viz.planes import (
@@ -34,6 +34,56 @@ _UNIT_WINDOW = (0.0, 1.0)
 def _legend(fig: Figure, organs: Sequence[str]) -> None:
     handles = legend_handles(organs)
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
+
+
+def _outline(ax, box: Sequence[slice], axis: int, shape2d: Sequence[int], **style) -> None:
+    """Draw a 3D box (canonical voxels) as a rectangle on a plane cut along ``axis``."""
+    rows, cols = shape2d
+    others = [a for a in range(3) if a != axis]  # display columns ← others[0], rows ← others[1]
+    c0, c1 = cols - box[others[0]].stop, cols - box[others[0]].start
+    r0, r1 = rows - box[others[1]].stop, rows - box[others[1]].start
+    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, **style))
+
+
+def plot_localizer_box(
+    image: Volume,
+    crop: Sequence[slice],
+    region,
+    organs: Sequence[str],
+    plane: str = "coronal",
+    title: str = "",
+) -> Figure:
+    """One CT slice with the body crop, the localiser's organ boxes and the box predicted.
+
+    The fine network's windows cover only the dashed box (the organ boxes plus
+    ``infer.roi_margin_mm``); the rest of the body crop (yellow) is background.
+
+    Args:
+        image: the CT as loaded (canonical RAS, HU).
+        crop, region: from :func:`flare_helpers.infer.locate_on_ct` (CT voxels).
+        organs: training organs in class order (class k is ``organs[k - 1]``).
+        plane: ``"coronal"`` (default), ``"axial"`` or ``"sagittal"``.
+        title: figure title (default: what is drawn).
+    """
+    organ_set = OrganSet.from_names(organs)
+    axis = PLANE_AXIS[plane]
+    shown = region.box if region is not None and region.box is not None else tuple(crop)
+    index = (shown[axis].start + shown[axis].stop) // 2
+    hu = plane_slice(image.data, plane, index)
+    fig = Figure(figsize=(6.4, 5.6), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    show_plane(ax, overlay_rgb(hu, None, organ_set.organs), image.spacing, plane)
+    _outline(ax, crop, axis, hu.shape, color="yellow", lw=1.5)
+    found = "no organ found: the whole body crop is predicted"
+    if region is not None and region.box is not None:
+        for cls, box in region.organs.items():
+            name = organ_set.organs[cls - 1]
+            _outline(ax, box, axis, hu.shape, color=ORGAN_COLORS[name], lw=1.2)
+        _outline(ax, region.box, axis, hu.shape, color="white", lw=1.5, ls="--")
+        found = "organ boxes, and their union + margin (dashed): the only windows run"
+    ax.set_title(title or f"body crop (yellow); {found}", fontsize=9)
+    _legend(fig, organ_set.organs)
+    return fig
 
 
 def plot_preprocessing(image: Volume, label: Volume, cfg: Config, plane: str = "coronal") -> Figure:
@@ -68,13 +118,7 @@ def plot_preprocessing(image: Volume, label: Volume, cfg: Config, plane: str = "
     axes = fig.subplots(1, 3)
     hu = plane_slice(image.data, plane, index)
     show_plane(axes[0], overlay_rgb(hu, None, organs.organs), image.spacing, plane)
-    rows, cols = hu.shape
-    others = [a for a in range(3) if a != axis]  # display columns ← others[0], rows ← others[1]
-    c0, c1 = cols - box[others[0]].stop, cols - box[others[0]].start
-    r0, r1 = rows - box[others[1]].stop, rows - box[others[1]].start
-    axes[0].add_patch(
-        Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, color="yellow", lw=1.5)
-    )
+    _outline(axes[0], box, axis, hu.shape, color="yellow", lw=1.5)
     axes[0].set_title(f"CT {'×'.join(map(str, image.data.shape))} voxels, body box", fontsize=10)
     grid_hu = plane_slice(np.asarray(x), plane, grid_index)
     show_plane(
