@@ -166,7 +166,6 @@ class PseudoConfig:
     keep_fraction: float = 0.5
     sample_weight: float = 1.0
     init_from: str = ""
-    rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -464,8 +463,8 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
             "pseudo.min_confidence must be in [0, 1] and pseudo.keep_fraction in (0, 1]",
         ),
         (
-            cfg.pseudo.sample_weight >= 0 and cfg.pseudo.rounds >= 1,
-            "pseudo.sample_weight must be >= 0 and pseudo.rounds >= 1",
+            cfg.pseudo.sample_weight >= 0,
+            "pseudo.sample_weight must be >= 0",
         ),
         (0 <= cfg.infer.overlap < 1, "infer.overlap must be in [0, 1)"),
         (
