@@ -131,10 +131,12 @@ def localizer_training_config(cfg: Config) -> Config:
 
     With them the main model's :func:`~flare_helpers.train.build_and_compile` and
     :func:`~flare_helpers.train.make_datasets` build the localiser and its batches.
+    It trains on the labelled training split only (pseudo-labelled cases have no
+    coarse copy).
     """
     loc = cfg.localizer
     return cfg.replace(
-        data={"cache_dir": str(Path(cfg.data.cache_dir) / COARSE_CACHE)},
+        data={"cache_dir": str(Path(cfg.data.cache_dir) / COARSE_CACHE), "pseudo_dirs": []},
         preprocess={"target_shape": loc.target_shape, "target_spacing": loc.target_spacing},
         model={
             "base_filters": loc.base_filters,

@@ -245,9 +245,11 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
         common["patches_per_case"] = cfg.train.patches_per_case
     from flare_helpers.pseudolabel import training_cases
 
-    train_ids, weights = training_cases(
-        splits["train"], read_manifest(cfg.data.cache_dir), cfg.pseudo
-    )
+    train_ids, weights = list(splits["train"]), None
+    if cfg.data.pseudo_dirs:
+        train_ids, weights = training_cases(
+            splits["train"], read_manifest(cfg.data.cache_dir), cfg.pseudo
+        )
     train_data = FlareDataset(
         case_ids=train_ids,
         case_weights=weights,
