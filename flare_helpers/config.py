@@ -100,7 +100,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     dice_include_background: bool = False
-    batch_dice: Literal["auto", True, False] = "auto"
+    batch_dice: bool = False
     early_stopping_patience: int = 0
     tensorboard: bool = False
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"

@@ -24,18 +24,19 @@ class DiceCELoss(keras.losses.Loss):
     the ground truth** (of that sample, or of the batch). A class absent from
     the ground truth has no Dice to learn from: counting it as a loss of ≈ 1
     unless its probabilities sum to ≈ 0 over the whole volume (MONAI's default)
-    adds a near-constant term with a gradient cliff, and on a patch that misses
-    most organs it drowns the organs the patch does show. False positives of an
-    absent class are the cross-entropy term's job. A sample (or batch) with no
+    adds a near-constant term with a gradient cliff to every patch that misses
+    an organ (the two scored alike on the spacing learning test: 0.96 and 0.96
+    against 0.96 and 0.95). False positives of an absent class are the
+    cross-entropy term's job. A sample (or batch) with no
     included class present has a Dice loss of 0.
 
-    ``batch_dice=False`` (resize mode: every organ is in every whole-body
-    sample) keeps each case separate, because FLARE scores cases separately:
-    pooled sums let a large organ in one volume hide a missed small organ in
-    another. ``batch_dice=True`` (spacing mode, as nnU-Net's 3D full-resolution
-    patches) sums over the batch: a kidney that shows only its edge in one
-    patch adds a few voxels to the batch's kidney Dice instead of a noisy Dice
-    of its own. The batch Dice loss is the same for every sample of the batch.
+    ``batch_dice=False`` (the default) keeps each sample separate, because FLARE
+    scores cases separately: pooled sums let a large organ in one volume hide a
+    missed small organ in another. ``batch_dice=True`` sums over the batch, as
+    nnU-Net does for its 3D full-resolution patches; on CT-sized phantoms trained
+    from patches it scored lower here (held-out DSC 0.86 and 0.94 against 0.96
+    and 0.96 per sample, two seeds of the spacing learning test), so it is an
+    option, not the default. The batch Dice loss is the same for every sample.
 
     Cross-entropy is averaged over the voxels of each sample (all classes,
     background included). Keras then averages the per-sample values over the

@@ -173,13 +173,6 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def uses_batch_dice(cfg: Config) -> bool:
-    """``train.batch_dice``, with ``auto`` resolved per mode: pooled over the batch for
-    spacing-mode patches (most miss most organs), per case for resize mode's whole bodies."""
-    setting = cfg.train.batch_dice
-    return cfg.preprocess.mode == "spacing" if setting == "auto" else bool(setting)
-
-
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """Soft Dice + cross-entropy with the configured weights (``train.dice_weight`` …)."""
     from flare_helpers.losses import DiceCELoss
@@ -188,7 +181,7 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
         dice_weight=cfg.train.dice_weight,
         ce_weight=cfg.train.ce_weight,
         include_background=cfg.train.dice_include_background,
-        batch_dice=uses_batch_dice(cfg),
+        batch_dice=cfg.train.batch_dice,
     )
 
 
