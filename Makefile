@@ -14,7 +14,7 @@ COLAB_WHEELS ?= $(HOME)/.cache/flare-vnet/colab-wheels
 COLAB_PIP    := $(COLAB_BIN)/python -m pip
 COLAB_OFFLINE := --no-index --find-links $(COLAB_WHEELS) --constraint $(COLAB_PINS)
 
-.PHONY: setup test test-colab test-browser browser-deps test-widgets7 colab-constraints lint format notebooks demo bench clean
+.PHONY: setup test test-colab test-browser browser-deps test-widgets7 colab-constraints lint format notebooks demo docs bench clean
 
 setup: $(BIN)/flare-synth
 
@@ -95,6 +95,13 @@ notebooks:
 
 demo:
 	$(BIN)/flare-series --profile $(PROFILE)
+
+# The five notebooks as the demo profile executes them, outputs kept and pictures compressed
+# (<= 10 MB in all), in docs/notebooks/ for readers on GitHub (about 10 CPU minutes). Rerun it
+# after changing a notebook: a test compares their code cells with notebooks/*.py.
+docs:
+	$(BIN)/flare-series --profile demo
+	$(BIN)/python -m flare_helpers.docs runs/demo/notebooks docs/notebooks
 
 bench:
 	$(BIN)/python bench/run_all.py

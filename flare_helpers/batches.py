@@ -19,15 +19,11 @@ import keras
 import numpy as np
 
 from flare_helpers.augment import augment_pair, lr_swap_pairs
-from flare_helpers.config import AugmentConfig
+from flare_helpers.config import AugmentConfig, TrainConfig
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import DEFAULT_ORGANS, OrganSet, one_hot
+from flare_helpers.layout import CacheLayout
 from flare_helpers.patches import cut_patch, organ_patch_starts, patch_start
-from flare_helpers.preprocess import entry_dir
-
-IMAGE_FILE = "image.npy"
-LABEL_FILE = "label.npy"
-
 
 #: ``np.load`` parses a ``.npy`` header with ``ast.literal_eval``; parses in several
 #: threads at once can crash CPython 3.11 ("AST constructor recursion depth mismatch",
@@ -126,7 +122,7 @@ class FlareDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         patch_shape: Sequence[int] | None = None,
         patches_per_case: int = 1,
-        foreground_fraction: float = 0.33,
+        foreground_fraction: float = TrainConfig.foreground_fraction,
         organ_patches: bool = False,
         case_weights: Sequence[float] | None = None,
     ) -> None:
@@ -162,10 +158,8 @@ class FlareDataset(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = int(epoch)
-        self._files = tuple(
-            (entry_dir(self.cache_dir, c) / IMAGE_FILE, entry_dir(self.cache_dir, c) / LABEL_FILE)
-            for c in self.case_ids
-        )
+        cache = CacheLayout(self.cache_dir)
+        self._files = tuple((cache.image(c), cache.label(c)) for c in self.case_ids)
         shape = self._check_cache()
         self.volume_shape = self.patch_shape or shape
         #: (case index, patch corner) of each validation patch; empty for random patches.

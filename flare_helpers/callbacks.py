@@ -177,13 +177,48 @@ class EpochScheduler(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.schedule(epoch))
 
 
+def format_duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"2 h 10 min"``: a duration for a log line."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def eta_line(epoch: int, epochs: int, durations: list[float], now: float | None = None) -> str:
+    """``"epoch 3/100 took 12.3 s; 97 to go: about 20 min 00 s (done at 14:05)"``.
+
+    The estimate is the mean time of this session's epochs after the first (which
+    also pays for compiling the model), or the first when it is the only one.
+    """
+    took = durations[-1]
+    typical = durations[1:] if len(durations) > 1 else durations
+    left = max(0, epochs - epoch - 1)
+    line = f"epoch {epoch + 1}/{epochs} took {format_duration(took)}"
+    if left == 0:
+        return line
+    eta = left * sum(typical) / len(typical)
+    finish = time.strftime("%H:%M", time.localtime((now or time.time()) + eta))
+    return f"{line}; {left} to go: about {format_duration(eta)} (done at {finish})"
+
+
 class TqdmProgress(keras.callbacks.Callback):
-    """One tqdm bar per epoch (tqdm.auto: a widget in notebooks, text in consoles)."""
+    """One tqdm bar per epoch (tqdm.auto: a widget in notebooks, text in consoles), then a line
+    with the epoch's time and an estimate of the time left for the configured epochs."""
 
     def __init__(self, epochs: int) -> None:
         super().__init__()
         self.epochs = epochs
         self.bar: tqdm | None = None
+        self.durations: list[float] = []
+        self._start = time.monotonic()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start = time.monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.bar = tqdm(
@@ -205,6 +240,11 @@ class TqdmProgress(keras.callbacks.Callback):
             self.bar.set_postfix(shown)
             self.bar.close()
             self.bar = None
+        # From the previous epoch's end: includes its checkpoint writing, as the ETA should.
+        now = time.monotonic()
+        self.durations.append(now - self._start)
+        self._start = now
+        tqdm.write(eta_line(epoch, self.epochs, self.durations))
 
 
 _SHOWN = {"loss", "mean_dice", "val_loss", "val_mean_dice"}

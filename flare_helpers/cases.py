@@ -1,8 +1,9 @@
-"""Pairing CT images with their labels (or none: unlabelled scans), and every file-naming rule.
+"""Pairing CT images with their labels (or none: unlabelled scans), and FLARE22's naming of cases.
 
 FLARE22 names an image ``<case>_0000.nii.gz`` (in ``images/``) and its label
 and any prediction ``<case>.nii.gz`` (in ``labels/`` or a prediction folder).
-All the names the library writes or looks for are made here, one function each.
+Those per-case names are made here, one function each; the folders and the
+other files the series writes are named in :mod:`flare_helpers.layout`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flare_helpers.errors import FlareError
+from flare_helpers.layout import RenderLayout
 
 IMAGE_SUFFIX = "_0000"
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-#: Sub-folder of an evaluation or visualisation folder that holds the predictions.
-PREDICTIONS_DIRNAME = "predictions"
 
 
 @dataclass(frozen=True)
@@ -181,11 +181,11 @@ def visualize_paths(out_dir: str | Path, case_id: str) -> dict[str, Path]:
     """Where one case's ``prediction``, ``slices`` figure and ``video`` go under ``out_dir``.
 
     ``out_dir/predictions/<case>.nii.gz``, ``out_dir/<case>_slices.png`` and
-    ``out_dir/<case>_organs.mp4`` (``flare-visualize``).
+    ``out_dir/<case>_organs.mp4`` (``flare-visualize``, :class:`~flare_helpers.layout.RenderLayout`).
     """
-    out_dir = Path(out_dir)
+    render = RenderLayout(Path(out_dir))
     return {
-        "prediction": prediction_path(out_dir / PREDICTIONS_DIRNAME, case_id),
-        "slices": out_dir / f"{case_id}_slices.png",
-        "video": out_dir / f"{case_id}_organs.mp4",
+        "prediction": prediction_path(render.predictions_dir, case_id),
+        "slices": render.slices(case_id),
+        "video": render.video(case_id),
     }

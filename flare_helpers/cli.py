@@ -254,19 +254,31 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-train --config config.yaml [section.key=value …]``."""
+    """``flare-train [--config config.yaml] [--print-config] [section.key=value …]``."""
     parser = _parser(
         "flare-train", "Train the VNet as configured; rerunning the same command resumes."
     )
     parser.add_argument("--config", type=Path, help="config.yaml (default: built-in defaults)")
     parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every setting with its value and comment (YAML that --config reads), then stop",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="section.key=value settings, e.g. train.epochs=5"
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.config import load_config
+        from flare_helpers.config import load_config, print_config
 
         cfg = load_config(args.config, args.overrides)  # a bad config fails before Keras loads
+        if args.print_config:
+            print_config(cfg)
+            return
+        from flare_helpers.layout import RunLayout
+        from flare_helpers.lock import FolderLock
+
+        FolderLock(RunLayout(cfg.train.output_dir).lock, "run folder").check()  # before Keras
         from flare_helpers.runtime import describe_device
         from flare_helpers.train import train
 
@@ -458,15 +470,17 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.evaluate import evaluate_model, score_prediction_dir, write_report
+        from flare_helpers.layout import RunLayout
 
+        name = None
         if args.output is not None:
             out_dir, name = args.output.parent, args.output.name
         elif args.model_path is not None:
-            out_dir, name = args.model_path.parent / "evaluation", "per_case.csv"
+            out_dir = RunLayout(args.model_path.parent).evaluation_dir
         elif args.ceiling:
-            out_dir, name = Path("ceiling"), "per_case.csv"
+            out_dir = Path("ceiling")
         else:
-            out_dir, name = args.pred_dir, "per_case.csv"
+            out_dir = args.pred_dir
         if args.model_path is not None:
             result = evaluate_model(args.model_path, args.data_path, out_dir, which=args.cases)
         elif args.ceiling:

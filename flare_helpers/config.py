@@ -1,6 +1,9 @@
 """Every setting of the series, as frozen dataclasses, loaded from YAML plus overrides.
 
-``config.yaml`` at the repository root documents each field with its default.
+The dataclasses below are the only home of the defaults. ``flare_helpers/config.yaml``
+(shipped in the package; the repository's root ``config.yaml`` is a copy of it)
+documents each field with its default and a comment; :func:`documented_yaml` and
+``flare-train --print-config`` print it with a run's own values filled in.
 ``load_config("config.yaml", ["train.epochs=5"])`` returns a validated
 :class:`Config`; an unknown key or a value of the wrong type is a one-line
 :class:`~flare_helpers.errors.FlareError` naming the file and the key.
@@ -517,6 +520,64 @@ def _localizer_checks(loc: LocalizerConfig) -> list[tuple[bool, str]]:
             "localizer.epochs and localizer.batch_size must be >= 1, localizer.learning_rate > 0",
         ),
     ]
+
+
+#: ``  key: value   # comment`` lines of the documented YAML.
+_DOCUMENTED_LINE = re.compile(
+    r"^(?P<lead>  (?P<key>\w+): )(?P<value>[^#]*?)(?P<gap>\s*)(?P<comment>#.*)?$"
+)
+
+
+#: Where the documented YAML's comments start (0-based column of ``#``).
+_COMMENT_COLUMN = 36
+
+
+def documented_defaults() -> str:
+    """The text of the package's ``config.yaml``: every setting, its default and a comment."""
+    from importlib.resources import files
+
+    return (files("flare_helpers") / "config.yaml").read_text(encoding="utf-8")
+
+
+def _yaml_value(value: Any) -> str:
+    """One value in the file's style: flow lists, plain scalars (``[1.2, 1.2, 2.5]``, ``true``)."""
+    value = list(value) if isinstance(value, tuple) else value
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+    return text.removesuffix("\n...\n").strip()
+
+
+def documented_yaml(cfg: Config | None = None) -> str:
+    """Every setting with its comment, as YAML that ``load_config`` (``--config``) reads back.
+
+    Without ``cfg`` this is the documented defaults. With one, each value is
+    ``cfg``'s; where it differs from the default, the comment ends with
+    ``(default: …)``, so a notebook or ``flare-train --print-config`` shows what
+    was changed and what it was.
+    """
+    text = documented_defaults()
+    if cfg is None:
+        return text
+    values, defaults = cfg.to_dict(), Config().to_dict()
+    section = None
+    lines = []
+    for line in text.splitlines():
+        header = re.match(r"^(\w+):\s*$", line)
+        match = _DOCUMENTED_LINE.match(line)
+        if header:
+            section = header.group(1)
+        elif match and section in values and match["key"] in values[section]:
+            key = match["key"]
+            value, default = values[section][key], defaults[section][key]
+            if value != default:
+                comment = f"{match['comment'] or '#'} (default: {_yaml_value(default)})"
+                line = f"{match['lead'] + _yaml_value(value):<{_COMMENT_COLUMN - 1}} {comment}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def print_config(cfg: Config | None = None) -> None:
+    """Print :func:`documented_yaml` (for a notebook: every setting, its value and comment)."""
+    print(documented_yaml(cfg), end="")
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

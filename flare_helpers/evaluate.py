@@ -17,15 +17,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import (
-    PREDICTIONS_DIRNAME,
-    Case,
-    prediction_file,
-    prediction_path,
-)
+from flare_helpers.cases import Case, prediction_file, prediction_path
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
 from flare_helpers.labels import DEFAULT_ORGANS, NSD_TOLERANCE_MM, ORGAN_COLORS, OrganSet
+from flare_helpers.layout import EvaluationLayout
 from flare_helpers.metrics import score_case
 from flare_helpers.nifti import AFFINE_TOLERANCE_MM, load_label
 from flare_helpers.splits import select_cases
@@ -248,11 +244,12 @@ def plot_boxplots(
 
 
 def write_report(
-    result: EvaluationResult, out_dir: str | Path, *, per_case_name: str = "per_case.csv"
+    result: EvaluationResult, out_dir: str | Path, *, per_case_name: str | None = None
 ) -> dict[str, Path]:
     """Write ``per_case.csv``, ``summary.csv`` and ``boxplots.png`` into ``out_dir``, atomically.
 
-    ``per_case_name`` renames the per-case table (``flare-evaluate --output FILE.csv``).
+    ``per_case_name`` renames the per-case table (``flare-evaluate --output FILE.csv``);
+    the names are :class:`~flare_helpers.layout.EvaluationLayout`'s.
 
     Returns:
         Their paths under the keys ``"per_case"``, ``"summary"`` and ``"boxplots"``.
@@ -260,11 +257,11 @@ def write_report(
     Raises:
         FlareError: the folder cannot be written.
     """
-    out_dir = Path(out_dir)
+    layout = EvaluationLayout(Path(out_dir))
     paths = {
-        "per_case": out_dir / per_case_name,
-        "summary": out_dir / "summary.csv",
-        "boxplots": out_dir / "boxplots.png",
+        "per_case": layout.root / per_case_name if per_case_name else layout.per_case,
+        "summary": layout.summary,
+        "boxplots": layout.boxplots,
     }
     tables = {"per_case": result.per_case, "summary": result.summary()}
     for key, table in tables.items():
@@ -299,7 +296,7 @@ def evaluate_model(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     predictor = load_predictor(model_path)
     cases = select_cases(data_dir, which, model_path=model_path)
-    pred_dir = out_dir / PREDICTIONS_DIRNAME
+    pred_dir = EvaluationLayout(out_dir).predictions_dir
     pairs = [(case.image, prediction_path(pred_dir, case.case_id)) for case in cases]
     predict_files(predictor, pairs, overwrite=True, progress=progress, reports=reports)
     return score_prediction_dir(

@@ -12,9 +12,8 @@ from tqdm.auto import tqdm
 
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
+from flare_helpers.layout import DATASET_DIRNAME
 
-#: Folder the zip is extracted into (the organisers' top folder name).
-DATASET_DIRNAME = "FLARE22Train"
 _MARKER = ".extracted.json"
 _CHUNK = 1 << 20
 

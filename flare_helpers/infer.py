@@ -41,6 +41,7 @@ from flare_helpers.config import Config, InferConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import refuse_existing, remove_stale_temps_of
 from flare_helpers.labels import OrganSet
+from flare_helpers.layout import RunLayout
 from flare_helpers.localize import Localizer, Region, box_on_ct, load_localizer
 from flare_helpers.localize import localized_probabilities as _localized
 from flare_helpers.nifti import Volume, load_image, save_like
@@ -242,7 +243,7 @@ def load_predictor(
     model_path = Path(model_path)
     _check_model_file(model_path)
     if not isinstance(config, Config):
-        config_path = Path(config) if config is not None else model_path.parent / "config.yaml"
+        config_path = Path(config) if config is not None else RunLayout(model_path.parent).config
         if not config_path.exists():
             raise FlareError(
                 "no config.yaml beside the model (the run folder's settings are needed "

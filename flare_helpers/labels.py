@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flare_helpers.config import DataConfig
 from flare_helpers.errors import FlareError
 
 #: FLARE22 label id → organ name (snake_case, the names used in configs and tables).
@@ -33,8 +34,8 @@ FLARE22_LABELS: dict[int, str] = {
 }
 FLARE22_IDS: dict[str, int] = {name: label for label, name in FLARE22_LABELS.items()}
 
-#: The default training organs, in class order: class 1 liver … class 4 spleen.
-DEFAULT_ORGANS: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+#: The default training organs (``data.organs``), in class order: class 1 liver … class 4 spleen.
+DEFAULT_ORGANS: tuple[str, ...] = DataConfig.organs
 
 #: NSD tolerances in mm, per organ, as in the official FLARE22 evaluation
 #: (JunMa11/FLARE, FLARE22_DSC_NSD_Eval.py): liver 5, kidneys 3, spleen 3, and so on.

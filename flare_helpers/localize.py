@@ -36,10 +36,11 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from flare_helpers.config import Config, LocalizerConfig
+from flare_helpers.config import Config, InferConfig, LocalizerConfig
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
+from flare_helpers.layout import CacheLayout, RunLayout
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 from flare_helpers.sliding_window import (
     Box,
@@ -50,8 +51,6 @@ from flare_helpers.sliding_window import (
     window_count,
 )
 
-#: Sub-folder of ``data.cache_dir`` holding the coarse copies of the cached cases.
-COARSE_CACHE = "localizer"
 #: Overlap of the localiser's own windows (most crops fit in one window anyway).
 LOCALIZER_OVERLAP = 0.5
 
@@ -71,11 +70,11 @@ def to_coarse(x: np.ndarray, fine_spacing: Sequence[float], cfg: LocalizerConfig
     return resize_linear(x, coarse_shape(x.shape, fine_spacing, cfg))
 
 
-def _coarse_entry_meta(fine_dir: Path, cfg: Config) -> dict:
+def _coarse_entry_meta(fine: CacheLayout, case_id: str, cfg: Config) -> dict:
     """What a coarse entry is made from: its fine entry's files and both spacings."""
-    stat = [(fine_dir / n).stat() for n in ("image.npy", "label.npy")]
+    stat = [path.stat() for path in (fine.image(case_id), fine.label(case_id))]
     return {
-        "fine_params_key": read_json(fine_dir / "meta.json").get("params_key"),
+        "fine_params_key": read_json(fine.meta(case_id)).get("params_key"),
         "fine_files": [[s.st_size, s.st_mtime_ns] for s in stat],
         "fine_spacing": list(cfg.preprocess.target_spacing),
         "target_spacing": list(cfg.localizer.target_spacing),
@@ -85,30 +84,30 @@ def _coarse_entry_meta(fine_dir: Path, cfg: Config) -> dict:
 def build_coarse_cache(cfg: Config, case_ids: Sequence[str], *, progress: bool = True) -> Path:
     """Resample the cached fine cases to the localiser's grid (only new or changed ones).
 
-    Returns the coarse cache folder (laid out like the fine cache, so
-    :class:`~flare_helpers.batches.FlareDataset` reads it as it is).
+    Returns the coarse cache folder (:attr:`CacheLayout.localizer`, laid out like the
+    fine cache, so :class:`~flare_helpers.batches.FlareDataset` reads it as it is).
     """
-    from flare_helpers.preprocess import entry_dir
-
-    fine_cache = Path(cfg.data.cache_dir)
-    coarse = fine_cache / COARSE_CACHE
+    fine = CacheLayout(Path(cfg.data.cache_dir))
+    coarse = fine.localizer
     for case_id in tqdm(case_ids, desc="localiser grid", unit="case", disable=not progress):
-        fine_dir = entry_dir(fine_cache, case_id)
-        if not (fine_dir / "meta.json").is_file():
-            raise FlareError(f"case {case_id} is not in the cache (run flare-preprocess)", fine_dir)
-        meta = _coarse_entry_meta(fine_dir, cfg)
-        target = entry_dir(coarse, case_id)
-        if (target / "meta.json").is_file() and read_json(target / "meta.json") == meta:
+        if not fine.meta(case_id).is_file():
+            raise FlareError(
+                f"case {case_id} is not in the cache (run flare-preprocess)", fine.case_dir(case_id)
+            )
+        meta = _coarse_entry_meta(fine, case_id, cfg)
+        if coarse.meta(case_id).is_file() and read_json(coarse.meta(case_id)) == meta:
             continue
-        image = np.load(fine_dir / "image.npy").astype(np.float32)
-        label = np.load(fine_dir / "label.npy")
+        image = np.load(fine.image(case_id)).astype(np.float32)
+        label = np.load(fine.label(case_id))
         shape = coarse_shape(image.shape, cfg.preprocess.target_spacing, cfg.localizer)
+        target = coarse.case_dir(case_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target, directory=True) as tmp:
-            np.save(tmp / "image.npy", resize_linear(image, shape).astype(np.float16))
-            np.save(tmp / "label.npy", np.ascontiguousarray(resize_nearest(label, shape)))
-            write_json_atomic(tmp / "meta.json", meta)
-    return coarse
+            np.save(tmp / CacheLayout.IMAGE, resize_linear(image, shape).astype(np.float16))
+            label = np.ascontiguousarray(resize_nearest(label, shape))
+            np.save(tmp / CacheLayout.LABEL, label)
+            write_json_atomic(tmp / CacheLayout.META, meta)
+    return coarse.root
 
 
 # --------------------------------------------------------------------------- training
@@ -136,7 +135,10 @@ def localizer_training_config(cfg: Config) -> Config:
     """
     loc = cfg.localizer
     return cfg.replace(
-        data={"cache_dir": str(Path(cfg.data.cache_dir) / COARSE_CACHE), "pseudo_dirs": []},
+        data={
+            "cache_dir": str(CacheLayout(Path(cfg.data.cache_dir)).localizer.root),
+            "pseudo_dirs": [],
+        },
         preprocess={"target_shape": loc.target_shape, "target_spacing": loc.target_spacing},
         model={
             "base_filters": loc.base_filters,
@@ -158,10 +160,8 @@ def localizer_training_config(cfg: Config) -> Config:
     )
 
 
-def _paths(run_dir: Path):
-    from flare_helpers.train import RunPaths
-
-    return RunPaths(run_dir)
+def _paths(run_dir: Path) -> RunLayout:
+    return RunLayout(run_dir)
 
 
 def train_localizer(
@@ -371,7 +371,7 @@ def localized_probabilities(
     predict: PredictFn,
     box: Box | None,
     *,
-    overlap: float = 0.5,
+    overlap: float = InferConfig.overlap,
     batch_size: int = 1,
     progress: bool = False,
 ) -> tuple[np.ndarray, WindowReport]:

@@ -288,5 +288,5 @@ def vnet_from_config(
 
 
 def count_parameters(model: keras.Model) -> int:
-    """Number of weights (trainable and not) of ``model``: 65,175,413 for the default VNet."""
+    """Number of weights (trainable and not) of ``model``."""
     return sum(math.prod(w.shape) for w in model.weights)

@@ -21,16 +21,10 @@ width 400): liver (~60–160 HU with contrast), spleen (~50–150), kidneys
 all stay distinguishable, while bone and air, which carry no information for
 these four organs, saturate.
 
-Cache layout (``cache_dir``)::
-
-    manifest.json            parameters + one entry per case (rebuilt each run)
-    splits.json              train/val/test case ids (see flare_helpers.splits)
-    cases/<case_id>/image.npy  float16 (X, Y, Z) in [0, 1], RAS order (the network grid:
-                               target_shape, or the crop at target_spacing)
-    cases/<case_id>/label.npy  uint8 (X, Y, Z) training classes 0..K on the same grid
-    cases/<case_id>/meta.json  source files + fingerprints, geometry, crop, parameters
-
-Each case folder is built under a temporary name and renamed when complete.
+The cache's files are named in :class:`flare_helpers.layout.CacheLayout`
+(``manifest.json``, ``splits.json``, ``cases/<case_id>/image.npy`` float16 and
+``label.npy`` uint8 on the network grid, ``meta.json``). Each case folder is
+built under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -53,6 +47,7 @@ from flare_helpers.config import Config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
+from flare_helpers.layout import CacheLayout
 from flare_helpers.nifti import Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 
@@ -220,16 +215,16 @@ def _same_file(saved: dict, path: Path) -> bool:
 
 def entry_dir(cache_dir: str | Path, case_id: str) -> Path:
     """Folder of one cached case."""
-    return Path(cache_dir) / "cases" / case_id
+    return CacheLayout(cache_dir).case_dir(case_id)
 
 
 def _entry_is_current(cache_dir: Path, case: Case, params: PreprocessParams) -> bool:
-    folder = entry_dir(cache_dir, case.case_id)
-    meta_path = folder / "meta.json"
+    cache = CacheLayout(cache_dir)
+    meta_path = cache.meta(case.case_id)
     if not (
         meta_path.is_file()
-        and (folder / "image.npy").is_file()
-        and (folder / "label.npy").is_file()
+        and cache.image(case.case_id).is_file()
+        and cache.label(case.case_id).is_file()
     ):
         return False
     try:
@@ -266,9 +261,10 @@ def build_entry(case: Case, cache_dir: str | Path, params: PreprocessParams) -> 
         "cache_version": CACHE_VERSION,
     }
     with atomic_path(entry_dir(cache_dir, case.case_id), directory=True) as tmp:
-        np.save(tmp / "image.npy", x.astype(np.float16), allow_pickle=False)
-        np.save(tmp / "label.npy", np.ascontiguousarray(y, dtype=np.uint8), allow_pickle=False)
-        write_json_atomic(tmp / "meta.json", meta)
+        np.save(tmp / CacheLayout.IMAGE, x.astype(np.float16), allow_pickle=False)
+        y = np.ascontiguousarray(y, dtype=np.uint8)
+        np.save(tmp / CacheLayout.LABEL, y, allow_pickle=False)
+        write_json_atomic(tmp / CacheLayout.META, meta)
     return meta
 
 
@@ -335,13 +331,13 @@ def build_cache(
     cases = (*cases, *pseudo)
     # Temporaries of a run that was killed (a Colab disconnect) are never reused.
     remove_stale_temps(cache_dir)
-    remove_stale_temps(cache_dir / "cases")
+    remove_stale_temps(CacheLayout(cache_dir).cases_dir)
     todo = [c for c in cases if not _entry_is_current(cache_dir, c, params)]
     if todo:
         # The manifest vouches for every entry. Until all are current again there is
         # none, so a run killed midway never leaves old and new entries under it.
         try:
-            (cache_dir / "manifest.json").unlink()
+            CacheLayout(cache_dir).manifest.unlink()
         except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as exc:
@@ -362,7 +358,7 @@ def build_cache(
         "orphan_labels": [str(p) for p in found.orphan_labels],
         "statistics": dataset_statistics(cache_dir, [c.case_id for c in cases]),
     }
-    write_json_atomic(cache_dir / "manifest.json", manifest)
+    write_json_atomic(CacheLayout(cache_dir).manifest, manifest)
     return manifest
 
 
@@ -374,10 +370,9 @@ def dataset_statistics(cache_dir: str | Path, case_ids: Sequence[str]) -> dict:
     ``cache_mb`` is the size of the cached arrays, so a user can extrapolate the
     disk a data set needs at these settings.
     """
-    metas = [read_json(entry_dir(cache_dir, c) / "meta.json") for c in case_ids]
-    arrays = [
-        entry_dir(cache_dir, c) / name for c in case_ids for name in ("image.npy", "label.npy")
-    ]
+    cache = CacheLayout(cache_dir)
+    metas = [read_json(cache.meta(c)) for c in case_ids]
+    arrays = [path for c in case_ids for path in (cache.image(c), cache.label(c))]
 
     def summary(key: str) -> dict[str, list[float]]:
         values = np.array([m[key] for m in metas], dtype=np.float64)
@@ -397,9 +392,8 @@ def dataset_statistics(cache_dir: str | Path, case_ids: Sequence[str]) -> dict:
 def read_manifest(cache_dir: str | Path, params: PreprocessParams | None = None) -> dict:
     """Load ``manifest.json``; if ``params`` is given, check the cache was built with them."""
     cache_dir = Path(cache_dir)
-    manifest = (
-        read_json(cache_dir / "manifest.json") if (cache_dir / "manifest.json").exists() else None
-    )
+    path = CacheLayout(cache_dir).manifest
+    manifest = read_json(path) if path.exists() else None
     if manifest is None:
         raise FlareError(
             "no preprocessed cache here (run flare-preprocess or notebook 02 first)", cache_dir
@@ -442,8 +436,21 @@ def preprocess_dataset(
     """Bring the cache up to date and make (or reuse) the train/val/test split.
 
     This is the one call behind ``flare-preprocess``, notebook 02 and the
-    start of training.
+    start of training. It holds the cache's lock meanwhile: a second process
+    updating the same cache is refused (:mod:`flare_helpers.lock`).
+
+    Raises:
+        FlareError: the cache is in use, or :func:`build_cache`'s errors.
     """
+    from flare_helpers.lock import FolderLock
+
+    with FolderLock(CacheLayout(cache_dir).lock, "cache"):
+        return _update_cache(data_dir, cache_dir, cfg, workers, progress)
+
+
+def _update_cache(
+    data_dir: str | Path, cache_dir: str | Path, cfg: Config, workers: int | None, progress: bool
+) -> CacheSummary:
     from flare_helpers.pseudolabel import pseudo_cases
     from flare_helpers.splits import load_or_make_splits
 
@@ -454,7 +461,7 @@ def preprocess_dataset(
         data_dir, cache_dir, params, workers=workers, progress=progress, pseudo=pseudo
     )
     splits = load_or_make_splits(  # labelled cases only: pseudo-labelled ones only ever train
-        Path(cache_dir) / "splits.json",
+        CacheLayout(cache_dir).splits,
         [c for c in manifest["cases"] if c not in set(manifest["pseudo"])],
         cfg.data.val_fraction,
         cfg.data.test_fraction,

@@ -41,6 +41,7 @@ from flare_helpers.cases import Case, discover_cases, prediction_path
 from flare_helpers.config import Config, PseudoConfig
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import atomic_path, remove_stale_temps, write_text_atomic
+from flare_helpers.layout import RunLayout
 from flare_helpers.unlabelled import ScanSource, copy_scan
 
 CONFIDENCE_CSV = "confidence.csv"
@@ -242,7 +243,7 @@ def teacher_settings(model_path: str | Path) -> PseudoConfig:
     """The ``pseudo`` section of the teacher run's ``config.yaml`` (defaults without one)."""
     from flare_helpers.config import load_run_config
 
-    config_path = Path(model_path).parent / "config.yaml"
+    config_path = RunLayout(Path(model_path).parent).config
     return load_run_config(config_path).pseudo if config_path.exists() else PseudoConfig()
 
 
@@ -394,7 +395,7 @@ class RoundPaths:
 
     @property
     def model_path(self) -> Path:
-        return self.run_dir / "best.keras"
+        return RunLayout(self.run_dir).best_model
 
 
 def round_paths(work_dir: str | Path, round_number: int) -> RoundPaths:

@@ -1,9 +1,4 @@
-"""The notebook series as one job: settings shared by the notebooks, and a papermill runner.
-
-Every notebook derives its settings the same way (:func:`notebook_config`):
-the working folder fixes where the cache, the run and the evaluation go, a
-config YAML and ``section.key=value`` overrides set everything else. So the
-notebooks agree without passing anything but files on disk.
+"""The notebook series as one batch job, through papermill.
 
 ``flare-series --profile ci|demo|colab`` runs 01 → 06 through papermill with
 the profile's parameters (``notebooks/params/<profile>.yaml``), writes the
@@ -15,17 +10,12 @@ from __future__ import annotations
 
 import os
 import types
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from flare_helpers.cases import PREDICTIONS_DIRNAME
-from flare_helpers.config import Config, load_config
 from flare_helpers.errors import FlareError
-from flare_helpers.extract import DATASET_DIRNAME
 from flare_helpers.fileio import write_text_atomic
 
 
@@ -51,95 +41,6 @@ def _notebook_dir() -> Path:
 
 NOTEBOOK_DIR = _notebook_dir()
 PROFILE_DIR = NOTEBOOK_DIR / "params"
-
-
-@dataclass(frozen=True)
-class SeriesPaths:
-    """Where the series keeps its files below one working folder."""
-
-    work_dir: Path
-    data_root: Path
-
-    @property
-    def data_dir(self) -> Path:
-        """Extracted FLARE22Train folder (images/, labels/)."""
-        return self.data_root / DATASET_DIRNAME
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir / "cache"
-
-    @property
-    def run_dir(self) -> Path:
-        """Training run folder: model, checkpoints, history."""
-        return self.work_dir / "model"
-
-    @property
-    def model_path(self) -> Path:
-        return self.run_dir / "best.keras"
-
-    @property
-    def evaluation_dir(self) -> Path:
-        return self.work_dir / "evaluation"
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self.evaluation_dir / PREDICTIONS_DIRNAME
-
-    @property
-    def render_dir(self) -> Path:
-        return self.work_dir / "render"
-
-
-def resolve(value: str, env_var: str) -> str:
-    """A path setting: the environment variable ``env_var`` when set, else ``value``.
-
-    Lets a local Jupyter user point the notebooks elsewhere without editing the
-    parameters cell (whose defaults are the Colab/Drive paths).
-    """
-    return os.environ.get(env_var) or value
-
-
-def series_paths(work_dir: str | Path, data_root: str | Path) -> SeriesPaths:
-    """Paths of the series, with ``FLARE_WORK_DIR`` / ``FLARE_DATA_ROOT`` applied."""
-    return SeriesPaths(
-        Path(resolve(str(work_dir), "FLARE_WORK_DIR")).expanduser(),
-        Path(resolve(str(data_root), "FLARE_DATA_ROOT")).expanduser(),
-    )
-
-
-def notebook_config(
-    paths: SeriesPaths,
-    config_path: str | Path | None = None,
-    overrides: Iterable[str] = (),
-    train: Mapping[str, Any] | None = None,
-) -> Config:
-    """Settings for a notebook: paths from ``paths``, then the YAML file, then overrides.
-
-    ``train`` holds the notebook's own training parameters (notebook 03's
-    ``epochs``, ``batch_size``, ``learning_rate``). They are the only way to set
-    those keys there: they replace the YAML file's values, and an override naming
-    one of them is refused rather than silently losing to the parameter.
-    """
-    overrides = list(overrides)
-    train = dict(train or {})
-    for text in overrides:
-        section, _, name = text.partition("=")[0].strip().partition(".")
-        if section == "train" and name in train:
-            raise FlareError(
-                f"override '{text}' sets a notebook parameter: set {name} = ... in the "
-                "parameters cell instead"
-            )
-    layout = [
-        f"data.data_dir={paths.data_dir}",
-        f"data.cache_dir={paths.cache_dir}",
-        f"train.output_dir={paths.run_dir}",
-    ]
-    cfg = load_config(config_path or None, [*layout, *overrides])
-    return cfg.replace(train=train) if train else cfg
-
-
-# --------------------------------------------------------------------------- runner
 
 
 def notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:

@@ -11,7 +11,8 @@ sees the least context. Volumes smaller than a patch along an axis are padded
 
 Arrays are (X, Y, Z) voxels; probabilities are (X, Y, Z, C) float32. The
 network is any callable that maps a batch (B, X, Y, Z) to (B, X, Y, Z, C), so
-this module needs neither Keras nor a backend.
+this module needs neither Keras nor a backend. The default ``overlap`` is
+``infer.overlap``'s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from flare_helpers.config import InferConfig
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 #: σ of the importance map as a fraction of the patch size (nnU-Net, MONAI).
@@ -215,7 +218,7 @@ def sliding_window_probabilities(
     patch: Sequence[int],
     predict: PredictFn,
     *,
-    overlap: float = 0.5,
+    overlap: float = InferConfig.overlap,
     batch_size: int = 1,
     pad_value: float = 0.0,
     progress: bool = False,

@@ -15,6 +15,7 @@ import numpy as np
 from flare_helpers.cases import Case, discover_cases
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
+from flare_helpers.layout import RunLayout
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -140,7 +141,7 @@ def _test_ids(model_path: str | Path | None, data_dir: str | Path, labelled: Set
     """The test ids of ``splits.json`` beside the model, all of them labelled in ``data_dir``."""
     if model_path is None:
         raise FlareError("the test split needs the model path (splits.json lies beside it)")
-    splits_path = Path(model_path).parent / "splits.json"
+    splits_path = RunLayout(Path(model_path).parent).splits
     if not splits_path.exists():
         raise FlareError("no splits.json beside the model; evaluate all cases instead", splits_path)
     test = read_splits(splits_path)["test"]

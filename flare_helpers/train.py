@@ -1,16 +1,11 @@
 """Training: config → cache → streaming datasets → VNet → fit, resumable after a crash.
 
-A run folder (``train.output_dir``, which may live on Google Drive) holds::
-
-    config.yaml          the resolved settings (inference reads its preprocessing from here)
-    splits.json          the train/val/test split this model was trained with
-    history.csv          every metric of every epoch
-    best.keras           best model by validation mean Dice (train mean Dice without a val split)
-    checkpoints/         epoch_NNNN.keras: weights + optimizer state of the last finished epoch
-    training_done.json   written when all epochs (or early stopping) completed
-    tensorboard/         (optional)
-    localizer.keras      spacing mode: the organ localiser (flare_helpers.localize), with
-    localizer_checkpoints/ and localizer_history.csv, trained before the main model
+A run folder (``train.output_dir``, which may live on Google Drive) holds the
+resolved ``config.yaml``, the ``splits.json`` the model was trained with, the
+``history.csv`` of every epoch, ``best.keras``, the resume ``checkpoints/``,
+in spacing mode the organ localiser (``localizer.keras``, trained first by
+:mod:`flare_helpers.localize`) and, once finished, ``training_done.json`` (all
+named in :class:`flare_helpers.layout.RunLayout`).
 
 Running the same command again resumes from the newest checkpoint with the
 same optimizer state, shuffling order and augmentation draws; a finished run
@@ -31,58 +26,13 @@ from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
+from flare_helpers.layout import CacheLayout, RunLayout
+from flare_helpers.lock import FolderLock
 from flare_helpers.preprocess import PreprocessParams, preprocess_dataset, read_manifest
 from flare_helpers.splits import read_splits
 
 #: Sections that must match to resume a run (the rest, e.g. epochs, may change).
 _FIXED_SECTIONS = ("data.organs", "preprocess", "model")
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Files of one training run folder."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def splits(self) -> Path:
-        return self.root / "splits.json"
-
-    @property
-    def history(self) -> Path:
-        return self.root / "history.csv"
-
-    @property
-    def best_model(self) -> Path:
-        return self.root / "best.keras"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def done(self) -> Path:
-        return self.root / "training_done.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def localizer_model(self) -> Path:
-        return self.root / "localizer.keras"
-
-    @property
-    def localizer_checkpoints(self) -> Path:
-        return self.root / "localizer_checkpoints"
-
-    @property
-    def localizer_history(self) -> Path:
-        return self.root / "localizer_history.csv"
 
 
 @dataclass(frozen=True)
@@ -108,7 +58,7 @@ def _fixed_settings(cfg_dict: dict) -> dict:
     }
 
 
-def _check_same_run(paths: RunPaths, cfg: Config) -> None:
+def _check_same_run(paths: RunLayout, cfg: Config) -> None:
     """Refuse to mix a different model or preprocessing into an existing run folder."""
     if not paths.config.exists():
         return
@@ -136,7 +86,7 @@ def prepare_data(cfg: Config, *, progress: bool = True) -> dict[str, list[str]]:
         preprocess_dataset(cfg.data.data_dir, cache, cfg, progress=progress)
     else:
         read_manifest(cache, params)
-    return read_splits(cache / "splits.json")
+    return read_splits(CacheLayout(cache).splits)
 
 
 def _strategy(cfg: Config):
@@ -269,92 +219,239 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     return train_data, val_data
 
 
-def train(cfg: Config, *, progress: bool = True) -> TrainResult:
-    """Train (or resume, or report a finished run) as configured; return where things are.
+@dataclass
+class TrainingRun:
+    """A run folder opened for training by :func:`prepare_run`; it holds the folder's lock.
+
+    Attributes:
+        layout: the run folder's files.
+        splits: the split this run trains on (the run folder's copy once written).
+        monitor: the metric that picks the best model (``val_mean_dice``, or
+            ``mean_dice`` without validation cases).
+        initial_epoch: epochs already completed (the newest resume checkpoint).
+        epochs: where ``fit`` stops: ``train.epochs``, or ``initial_epoch`` when
+            there is nothing left to train (finished, or stopped early).
+        history: the history log, holding the rows of the completed epochs.
+        checkpoint: the resume checkpoint to restore, if any.
+        finished: the saved summary of a run already trained to ``train.epochs``.
+    """
+
+    layout: RunLayout
+    lock: FolderLock
+    splits: dict[str, list[str]]
+    monitor: str
+    initial_epoch: int
+    epochs: int
+    history: cb.HistoryLog
+    checkpoint: Path | None = None
+    finished: dict | None = None
+    replicas: int = 1
+    time_limit: cb.TimeLimit | None = None
+
+    def __str__(self) -> str:
+        if self.finished is not None:
+            return (
+                f"{self.layout.root}: already trained ({self.finished['epochs_completed']} epochs)"
+            )
+        if self.initial_epoch >= self.epochs:
+            return f"{self.layout.root}: stopped early at epoch {self.initial_epoch}"
+        start = "resuming" if self.initial_epoch else "starting"
+        return (
+            f"{self.layout.root}: {start} at epoch {self.initial_epoch + 1} of {self.epochs}; "
+            f"best model by {self.monitor}"
+        )
+
+    def close(self) -> None:
+        """Give the run folder's lock back (:func:`finish_run` does it)."""
+        self.lock.release()
+
+
+def prepare_run(cfg: Config, *, progress: bool = True) -> TrainingRun:
+    """Open the run folder for training: lock it, bring the data up to date, save settings.
+
+    Takes the run folder's lock (a second writer is refused; see
+    :mod:`flare_helpers.lock`), refuses a folder holding a different model or
+    preprocessing, brings the cache up to date (:func:`prepare_data`), and saves the
+    resolved ``config.yaml`` and, once, the split. A finished run is only reported.
 
     Raises:
-        FlareError: no data/cache, an incompatible existing run folder, or a
-            distribution setting the backend cannot do.
+        FlareError: the folder is in use or holds another run, no data/cache, or an
+            empty training split.
     """
-    paths = RunPaths(Path(cfg.train.output_dir))
-    _check_same_run(paths, cfg)
-    organs = OrganSet.from_names(cfg.data.organs)
-    if paths.done.exists() and read_json(paths.done).get("epochs") == cfg.train.epochs:
-        return _result(paths, read_json(paths.done), resumed_from=-1)
+    layout = RunLayout(Path(cfg.train.output_dir))
+    lock = FolderLock(layout.lock, "run folder").acquire()
+    try:
+        return _open_run(cfg, layout, lock, progress)
+    except BaseException:
+        lock.release()  # also removes the folder if the lock made it and nothing was written
+        raise
+
+
+def _open_run(cfg: Config, layout: RunLayout, lock: FolderLock, progress: bool) -> TrainingRun:
+    _check_same_run(layout, cfg)
+    if layout.done.exists() and read_json(layout.done).get("epochs") == cfg.train.epochs:
+        done = read_json(layout.done)
+        completed = int(done["epochs_completed"])
+        splits = (
+            read_splits(layout.splits)
+            if layout.splits.exists()
+            else {name: [] for name in ("train", "val", "test")}
+        )
+        history = cb.HistoryLog(layout.history, completed)
+        checkpoint = cb.latest_checkpoint(layout.checkpoints)
+        return TrainingRun(
+            layout,
+            lock,
+            splits,
+            str(done["monitor"]),
+            completed,
+            completed,
+            history,
+            checkpoint[1] if checkpoint is not None else None,
+            finished=done,
+        )
 
     cache_splits = prepare_data(cfg, progress=progress)
     # A resumed run keeps the split it started with, whatever the cache holds now.
-    splits = read_splits(paths.splits) if paths.splits.exists() else cache_splits
-    paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.config)
-    if not paths.splits.exists():
-        write_json_atomic(paths.splits, splits)
+    splits = read_splits(layout.splits) if layout.splits.exists() else cache_splits
+    save_config(cfg, layout.config)
+    if not layout.splits.exists():
+        write_json_atomic(layout.splits, splits)
     if not splits["train"]:
-        raise FlareError("the training split is empty", paths.splits)
+        raise FlareError("the training split is empty", layout.splits)
     monitor = "val_mean_dice" if splits["val"] else "mean_dice"
-    localize.train_localizer(cfg, splits, progress=progress)  # spacing mode only; resumable
+    latest = cb.latest_checkpoint(layout.checkpoints)
+    initial_epoch = latest[0] if latest is not None else 0
+    history = cb.HistoryLog(layout.history, initial_epoch)
+    more = initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg)
+    return TrainingRun(
+        layout,
+        lock,
+        splits,
+        monitor,
+        initial_epoch,
+        cfg.train.epochs if more else initial_epoch,
+        history,
+        latest[1] if latest is not None else None,
+    )
 
+
+def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
+    """The compiled VNet (:func:`build_and_compile`), restored from the run's newest checkpoint.
+
+    Seeds everything first (``train.seed``), builds under the configured
+    distribution, and loads weights and optimizer state of the last finished
+    epoch, so a resumed run goes on exactly where it stopped.
+    """
+    organs = OrganSet.from_names(cfg.data.organs)
     keras.backend.clear_session()
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     with _strategy(cfg):
         model = build_and_compile(cfg, organs.n_classes)
-    replicas = _replicas(model)
-    _check_replicas(replicas, cfg, splits)
-    latest = cb.latest_checkpoint(paths.checkpoints)
-    initial_epoch = 0
-    if latest is None:
+    run.replicas = _replicas(model)
+    _check_replicas(run.replicas, cfg, run.splits)
+    if run.checkpoint is None:
         from flare_helpers.pseudolabel import init_student
 
         init_student(model, cfg)  # pseudo.init_from: a student starts from its teacher
     else:
-        initial_epoch, checkpoint = latest
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(checkpoint)
+        model.load_weights(run.checkpoint)
+    return model
 
-    train_data, val_data = make_datasets(cfg, splits, initial_epoch=initial_epoch)
-    history = cb.HistoryLog(paths.history, initial_epoch)
+
+def make_callbacks(
+    cfg: Config, run: TrainingRun, *, progress: bool = True
+) -> list[keras.callbacks.Callback]:
+    """What ``fit`` calls after each epoch, all of it written atomically into the run folder.
+
+    In order: the learning-rate schedule (if not constant), the history CSV, the
+    best model by ``run.monitor``, early stopping and TensorBoard (if set), the
+    time limit (if set), a progress bar with the time per epoch and an ETA (if
+    ``progress``), and last the resume checkpoint, which marks the epoch as done.
+    """
+    layout, history = run.layout, run.history
     callbacks: list[keras.callbacks.Callback] = [history]
     schedule = cb.lr_schedule(cfg.train.lr_schedule, cfg.train.learning_rate, cfg.train.epochs)
     if schedule is not None:
         callbacks.insert(0, cb.EpochScheduler(schedule))
-    callbacks.append(cb.BestCheckpoint(paths.best_model, history, monitor))
+    callbacks.append(cb.BestCheckpoint(layout.best_model, history, run.monitor))
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(
-            cb.EarlyStopFromHistory(history, monitor, cfg.train.early_stopping_patience)
+            cb.EarlyStopFromHistory(history, run.monitor, cfg.train.early_stopping_patience)
         )
     if cfg.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard)))
-    time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(layout.tensorboard)))
+    run.time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
     if cfg.train.time_limit_minutes > 0:
-        callbacks.append(time_limit)
+        callbacks.append(run.time_limit)
     if progress:
         callbacks.append(cb.TqdmProgress(cfg.train.epochs))
-    callbacks.append(cb.ResumeCheckpoint(paths.checkpoints))  # last: marks the epoch as done
+    callbacks.append(cb.ResumeCheckpoint(layout.checkpoints))  # last: marks the epoch as done
+    return callbacks
 
-    if initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg):
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=cfg.train.epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # the dataset shuffles itself, reproducibly per epoch
-            callbacks=callbacks,
-            verbose=0 if progress else 2,
-        )
-    best = history.best(monitor)
-    if best is None:
-        raise FlareError(f"training logged no '{monitor}' values", paths.history)
-    summary = {
-        "replicas": replicas,
-        "epochs": cfg.train.epochs,
-        "epochs_completed": history.rows[-1]["epoch"] + 1,
-        "best_epoch": best[0] + 1,
-        "best_value": best[1],
-        "monitor": monitor,
-    }
-    if not (time_limit.stopped and summary["epochs_completed"] < cfg.train.epochs):
-        write_json_atomic(paths.done, summary)  # a time-limited run resumes when rerun
-    return _result(paths, summary, resumed_from=initial_epoch)
+
+def finish_run(cfg: Config, run: TrainingRun) -> TrainResult:
+    """Record the outcome (``training_done.json`` unless a time limit cut the run short),
+    give the lock back, and return where the model and history are.
+
+    Raises:
+        FlareError: the history holds no value of the monitored metric.
+    """
+    try:
+        if run.finished is not None:
+            return _result(run.layout, run.finished, resumed_from=-1)
+        history, monitor = run.history, run.monitor
+        best = history.best(monitor)
+        if best is None:
+            raise FlareError(f"training logged no '{monitor}' values", run.layout.history)
+        summary = {
+            "replicas": run.replicas,
+            "epochs": cfg.train.epochs,
+            "epochs_completed": history.rows[-1]["epoch"] + 1,
+            "best_epoch": best[0] + 1,
+            "best_value": best[1],
+            "monitor": monitor,
+        }
+        stopped = run.time_limit is not None and run.time_limit.stopped
+        if not (stopped and summary["epochs_completed"] < cfg.train.epochs):
+            write_json_atomic(run.layout.done, summary)  # a time-limited run resumes when rerun
+        return _result(run.layout, summary, resumed_from=run.initial_epoch)
+    finally:
+        run.close()
+
+
+def train(cfg: Config, *, progress: bool = True) -> TrainResult:
+    """Train (or resume, or report a finished run) as configured; return where things are.
+
+    The steps notebook 03 calls one by one: :func:`prepare_run`, the localiser
+    (:func:`flare_helpers.localize.train_localizer`), :func:`build_or_restore`,
+    :func:`make_datasets`, :func:`make_callbacks`, ``model.fit`` and :func:`finish_run`.
+
+    Raises:
+        FlareError: the run folder is in use or holds another run, no data/cache, or
+            a distribution setting the backend cannot do.
+    """
+    run = prepare_run(cfg, progress=progress)
+    try:
+        if run.finished is None:
+            localize.train_localizer(cfg, run.splits, progress=progress)  # spacing mode; resumable
+            model = build_or_restore(cfg, run)
+            train_data, val_data = make_datasets(cfg, run.splits, initial_epoch=run.initial_epoch)
+            callbacks = make_callbacks(cfg, run, progress=progress)
+            if run.initial_epoch < run.epochs:
+                model.fit(
+                    train_data,
+                    validation_data=val_data,
+                    epochs=run.epochs,
+                    initial_epoch=run.initial_epoch,
+                    shuffle=False,  # the dataset shuffles itself, reproducibly per epoch
+                    callbacks=callbacks,
+                    verbose=0 if progress else 2,
+                )
+        return finish_run(cfg, run)
+    finally:
+        run.close()
 
 
 def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:
@@ -388,7 +485,7 @@ def _replicas(model: keras.Model) -> int:
     return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
 
 
-def _result(paths: RunPaths, summary: dict, resumed_from: int) -> TrainResult:
+def _result(paths: RunLayout, summary: dict, resumed_from: int) -> TrainResult:
     return TrainResult(
         run_dir=paths.root,
         best_model=paths.best_model,

@@ -6,9 +6,33 @@
 # and check what is inside: which images have labels, their size, voxel spacing and
 # orientation.
 #
+# ## Get the data
+#
+# The data come from the **FLARE22 challenge** (MICCAI 2022, *Fast and Low-resource
+# semi-supervised Abdominal oRgan sEgmentation*): <https://flare22.grand-challenge.org/>.
+#
+# 1. Create a grand-challenge.org account and join the challenge (its *Rules* ask for
+#    your real name and affiliation); the download links are then on its *Dataset* page.
+# 2. Download the labelled training set, **`FLARE22Train.zip`**: 50 abdominal CTs with
+#    labels of 13 organs (about 1.5 GB). Notebooks 01–05 need only this file.
+# 3. The **unlabelled** training scans (2,000 CTs, in `FLARE_UnlabeledCase1-1000` and
+#    `FLARE_UnlabeledCase1001-2000`, roughly 250 GB in all) are for semi-supervised
+#    learning: notebook 06 pseudo-labels a part of them.
+#
+# **Terms.** The scans come from public data sets (the Medical Segmentation Decathlon,
+# KiTS, AbdomenCT-1K and collections of The Cancer Imaging Archive, among others; the
+# challenge's *Dataset* page names them). The challenge's rules forbid passing the data or
+# the download links on: each user downloads them after registering. Work that uses the data
+# should cite the challenge paper: J. Ma et al., "Unleashing the strengths of unlabelled data
+# in deep learning-assisted pan-cancer abdominal organ quantification: the FLARE22
+# challenge", *The Lancet Digital Health* 6(11), e815–e826, 2024
+# (doi:10.1016/S2589-7500(24)00154-7).
+#
 # **In Colab**, put `FLARE22Train.zip` in your Google Drive (`MyDrive/`); the next cell
 # installs `flare_helpers` and mounts Drive. The data are extracted to the runtime's local
-# disk (fast), while everything the series produces goes to `work_dir` on Drive.
+# disk (fast), while everything the series produces goes to `work_dir` on Drive. A new
+# runtime (after a disconnect) loses the extracted data; notebooks 04 and 05 extract the zip
+# again when they need it.
 #
 # **No data yet?** Set `synthetic_cases` to e.g. `10` to generate phantom CTs in the same
 # layout and run the whole series on them.
@@ -42,14 +66,12 @@ synthetic_shape = [64, 64, 32]  # voxels per phantom case
 synthetic_seed = 0
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
-from flare_helpers import cases, extract, nifti, runner, synthetic
+from flare_helpers import cases, extract, nifti, series, synthetic
 
-paths = runner.series_paths(work_dir, data_root)
-zip_file = Path(runner.resolve(zip_path, "FLARE_ZIP"))
+paths = series.series_paths(work_dir, data_root)
+zip_file = series.zip_file(zip_path)
 
 # %% [markdown]
 # ## Optional: a synthetic data set

@@ -21,9 +21,9 @@
 # parameter). Re-running does nothing unless a file or a setting changed; then only the
 # affected cases are rebuilt. The cache also holds the seeded train/validation/test split.
 #
-# **Settings** come from `config.yaml`'s defaults; `config_path` may name your own YAML, and
-# `overrides` adds `"section.key=value"` strings such as `"preprocess.mode=resize"`.
-# Use the same settings in notebooks 02 and 03.
+# **Settings** are the library's defaults (printed below, each with its comment);
+# `config_path` may name your own YAML, and `overrides` adds `"section.key=value"` strings
+# such as `"preprocess.mode=resize"`. Use the same settings in notebooks 02 and 03.
 
 # %%
 import importlib.util
@@ -58,14 +58,20 @@ ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
 # ## Settings and data
 #
 # The paths come from the parameters above (or the `FLARE_WORK_DIR` and `FLARE_DATA_ROOT`
-# environment variables), the rest from the settings.
+# environment variables), the rest from the settings. Below, every setting with its
+# comment; a value the parameters or `overrides` changed ends with its default. The text
+# is valid YAML: save it as a file, edit it, and pass it as `config_path` (or to
+# `flare-train --config`).
 
 # %%
 # %matplotlib inline
-from flare_helpers import cases, ceiling, nifti, preprocess, runner, viz
+from flare_helpers import cases, ceiling, config, nifti, preprocess, series, viz
 
-paths = runner.series_paths(work_dir, data_root)
-cfg = runner.notebook_config(paths, config_path, overrides)
+paths = series.series_paths(work_dir, data_root)
+cfg = series.notebook_config(paths, config_path, overrides)
+config.print_config(cfg)
+
+# %%
 labelled = cases.discover_cases(paths.data_dir).labelled
 shown = case_id or labelled[0].case_id
 image, label = nifti.load_case(next(c for c in labelled if c.case_id == shown))

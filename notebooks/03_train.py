@@ -9,8 +9,9 @@
 # retrained.
 #
 # **Settings**: `epochs`, `batch_size` and `learning_rate` are set here, in the parameters
-# cell (and only here); everything else comes from `config.yaml`'s defaults, `config_path`
-# and `overrides`, as in notebook 02. Use the same `config_path` and `overrides` in 02 and 03.
+# cell (and only here); everything else comes from the defaults, `config_path` and
+# `overrides`, as in notebook 02 (the settings cell below prints them all). Use the same
+# `config_path` and `overrides` in 02 and 03.
 
 # %%
 import importlib.util
@@ -44,24 +45,39 @@ learning_rate = 0.0001
 # %% [markdown]
 # ## Settings and device
 #
-# Training needs a GPU for real data (Colab: *Runtime → Change runtime type → T4 GPU*); on a
-# CPU only the tiny demo settings are practical.
+# Every setting with its comment; the ones the parameters or `overrides` changed end with
+# their default. Save this text as a YAML file to reuse it as `config_path` (or with
+# `flare-train --config`). Training needs a GPU for real data (Colab: *Runtime → Change
+# runtime type → T4 GPU*); on a CPU only the tiny demo settings are practical.
 
 # %%
 # %matplotlib inline
-import keras
+from flare_helpers import config, labels, localize, runtime, series, train, viz
 
-from flare_helpers import labels, localize, model, runner, runtime, train, viz
-
-paths = runner.series_paths(work_dir, data_root)
-cfg = runner.notebook_config(
+paths = series.series_paths(work_dir, data_root)
+cfg = series.notebook_config(
     paths,
     config_path,
     overrides,
     train={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
 )
 organs = labels.OrganSet.from_names(cfg.data.organs)
+config.print_config(cfg)
 print(runtime.describe_device())
+
+# %% [markdown]
+# ## The run folder
+#
+# Training writes to one run folder, `work_dir/model`. Opening it takes its lock: while
+# this notebook trains, another notebook or `flare-train` aiming at the same folder is
+# refused with a line that names who holds it (a lock left by a disconnected runtime is
+# recognised and taken over). The cache of notebook 02 is brought up to date, and the
+# settings and the split are saved beside the model. If the folder already holds
+# finished epochs, training resumes after the last one.
+
+# %%
+run = train.prepare_run(cfg)
+print(run)
 
 # %% [markdown]
 # ## What the network is given
@@ -79,10 +95,28 @@ print(runtime.describe_device())
 # training labels underneath, each cut through its most-labelled slice.
 
 # %%
-splits = train.prepare_data(cfg)
-train_batches, val_batches = train.make_datasets(cfg, splits)
+train_batches, val_batches = train.make_datasets(cfg, run.splits, initial_epoch=run.initial_epoch)
 x, y = train_batches[0]
 viz.plot_batch(x, y, organs.organs)
+
+# %% [markdown]
+# ## The organ localiser
+#
+# In spacing mode a CT needs dozens of 128×128×64 windows, but the four organs fill only
+# part of the body. So a small VNet (8 filters, 3×3×3 kernels; the VNet is described
+# below) first learns the organs on a coarse 6 mm grid, where one 64³ window sees the whole
+# body crop. At prediction it runs
+# once per CT, and the main network's windows then cover only its organ box plus 20 mm
+# (notebook 04 draws it). It trains in a small share of the run's time on the same cache,
+# resampled to 6 mm, with its own checkpoints (rerun to resume) and validation Dice.
+# Resize-mode runs need no localiser: one pass already covers the whole body.
+
+# %%
+localizer = localize.train_localizer(cfg, run.splits)
+if localizer is None:
+    print("no localiser in this run (resize mode, or localizer.enabled: false)")
+else:
+    print(f"localiser: best {localizer.monitor} {localizer.best_value:.3f}, {localizer.model}")
 
 # %% [markdown]
 # ## The VNet
@@ -98,56 +132,57 @@ viz.plot_batch(x, y, organs.organs)
 #   detail that the coarse stages cannot hold.
 # - **Head**: a 1×1×1 convolution and a softmax give each voxel a probability per class
 #   (background and the organs).
+#
+# `build_or_restore` builds it, compiles it with Adam, the loss below and per-organ Dice
+# metrics, and, when the run folder has a checkpoint, restores the weights and the
+# optimiser state of the last finished epoch.
 
 # %%
-net = model.vnet_from_config(cfg.model, cfg.preprocess.target_shape, organs.n_classes)
-net.summary(line_length=100)
-print(f"{net.count_params():,} parameters; classes: {', '.join(organs.class_names)}")
+model = train.build_or_restore(cfg, run)
+model.summary(line_length=100)
+print(f"{model.count_params():,} parameters; classes: {', '.join(organs.class_names)}")
 
 # %% [markdown]
 # ## The loss
 #
 # Soft Dice over the organs (background left out, so the large background does not swamp
 # the small kidneys) plus voxel-wise cross-entropy, which gives useful gradients from the
-# very first step, when the Dice overlap is still near zero. Below: the loss of the untrained
-# network on the batch above, and of a perfect prediction (the labels themselves).
+# very first step, when the Dice overlap is still near zero. Below: the loss of the network
+# as it starts (untrained, or restored) on the batch above, and of a perfect prediction (the
+# labels themselves).
 
 # %%
-loss = train.make_loss(cfg)
-print(f"untrained network: {float(loss(y, net(x))):.3f}")
+loss = model.loss
+print(f"network now: {float(loss(y, model(x))):.3f}")
 print(f"perfect prediction: {float(loss(y, y)):.3f}")
-del net
-keras.backend.clear_session()
-
-# %% [markdown]
-# ## The organ localiser
-#
-# In spacing mode a CT needs dozens of 128×128×64 windows, but the four organs fill only
-# part of the body. So a small VNet (8 filters, 3×3×3 kernels) first learns the organs on a
-# coarse 6 mm grid, where one 64³ window sees the whole body crop. At prediction it runs
-# once per CT, and the main network's windows then cover only its organ box plus 20 mm
-# (notebook 04 draws it). It trains in a small share of the run's time on the same cache,
-# resampled to 6 mm, with its own checkpoints (rerun to resume) and validation Dice.
-# Resize-mode runs need no localiser: one pass already covers the whole body.
-
-# %%
-localizer = localize.train_localizer(cfg, splits)
-if localizer is None:
-    print("no localiser in this run (resize mode, or localizer.enabled: false)")
-else:
-    print(f"localiser: best {localizer.monitor} {localizer.best_value:.3f}, {localizer.model}")
 
 # %% [markdown]
 # ## Train
 #
-# `train.train` builds the same VNet and loss, compiles them with Adam and per-organ Dice
-# metrics, and fits with checkpoints. One progress bar per epoch. The best model is kept by
-# validation mean Dice over the organs (background excluded). In spacing mode validation
-# uses fixed organ-centred patches of the validation cases, the same every epoch, so scores
-# compare across epochs; notebook 04 scores whole held-out cases with sliding windows.
+# After each epoch the callbacks write, atomically, into the run folder: the metric history
+# (`history.csv`), the best model so far by validation mean Dice over the organs
+# (`best.keras`, background excluded) and a resume checkpoint with the optimiser state.
+# One progress bar per epoch, then a line with the epoch's time and an estimate of the
+# time left. In spacing mode validation uses fixed organ-centred patches of the validation
+# cases, the same every epoch, so scores compare across epochs; notebook 04 scores whole
+# held-out cases with sliding windows.
+#
+# `fit` starts at `run.initial_epoch` (0, or where a disconnected run stopped) and ends at
+# `run.epochs`; the dataset shuffles itself, reproducibly per epoch, so `shuffle=False`.
+# `finish_run` records the outcome and gives the run folder's lock back.
 
 # %%
-result = train.train(cfg)
+callbacks = train.make_callbacks(cfg, run)
+model.fit(
+    train_batches,
+    validation_data=val_batches,
+    initial_epoch=run.initial_epoch,
+    epochs=run.epochs,
+    shuffle=False,
+    callbacks=callbacks,
+    verbose=0,
+)
+result = train.finish_run(cfg, run)
 print(f"best {result.monitor} = {result.best_value:.3f} at epoch {result.best_epoch}")
 print(f"model: {result.best_model}")
 

@@ -39,14 +39,24 @@ if "google.colab" in sys.modules:  # Colab only: add what the runtime lacks, mou
 # %% tags=["parameters"]
 data_root = "/content/data"
 work_dir = "/content/drive/MyDrive/flare-vnet"
+zip_path = "/content/drive/MyDrive/FLARE22Train.zip"  # re-extracted if a new runtime lost the data
 cases = "test"  # test: the held-out split of the run; all: every labelled case
+
+# %% [markdown]
+# ## The data and the model
+#
+# The CTs live on the runtime's local disk, which a new runtime (after a disconnect) no
+# longer has: if they are missing, they are extracted again from the zip on Drive (a few
+# minutes, with a progress bar), as notebook 01 does. The model and its settings come from
+# the run folder of notebook 03.
 
 # %%
 # %matplotlib inline
-from flare_helpers import ceiling, config, evaluate, infer, runner, viz
+from flare_helpers import ceiling, config, evaluate, infer, series, viz
 
-paths = runner.series_paths(work_dir, data_root)
-run_cfg = config.load_run_config(paths.run_dir / "config.yaml")
+paths = series.series_paths(work_dir, data_root)
+data_dir = series.ensure_data(paths, series.zip_file(zip_path))
+run_cfg = config.load_run_config(paths.run.config)
 print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
 
 # %% [markdown]
@@ -58,7 +68,7 @@ print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
 # %%
 timing = []
 result = evaluate.evaluate_model(
-    paths.model_path, paths.data_dir, paths.evaluation_dir, which=cases, reports=timing
+    paths.model_path, data_dir, paths.evaluation_dir, which=cases, reports=timing
 )
 report = evaluate.write_report(result, paths.evaluation_dir)
 report
@@ -99,7 +109,7 @@ result.summary().round(3)
 # only moves with the preprocessing settings.
 
 # %%
-ceiling.against_ceiling(result, paths.data_dir, run_cfg).round(3)
+ceiling.against_ceiling(result, data_dir, run_cfg).round(3)
 
 # %% [markdown]
 # ## Spread over cases
@@ -115,7 +125,7 @@ evaluate.plot_boxplots(result.per_case)
 
 # %%
 worst = evaluate.worst_case(result)
-arrays = viz.case_loader(paths.data_dir, paths.predictions_dir)(worst)
+arrays = viz.case_loader(data_dir, paths.predictions_dir)(worst)
 viz.plot_case(
     arrays.image,
     arrays.spacing,
@@ -134,4 +144,4 @@ viz.plot_case(
 # shown alone.
 
 # %%
-viz.localizer_figure(paths.model_path, paths.data_dir, worst)
+viz.localizer_figure(paths.model_path, data_dir, worst)

@@ -29,18 +29,24 @@ if "google.colab" in sys.modules:  # Colab only: add what the runtime lacks, mou
 # %% tags=["parameters"]
 data_root = "/content/data"
 work_dir = "/content/drive/MyDrive/flare-vnet"
+zip_path = "/content/drive/MyDrive/FLARE22Train.zip"  # re-extracted if a new runtime lost the data
 case_id = ""  # case to render (empty: the first predicted case)
 video_seconds = 10.0
 video_fps = 12
 
+# %% [markdown]
+# The CTs are read from the runtime's local disk; a new runtime gets them extracted again
+# from the zip on Drive (as in notebook 04). The predictions are notebook 04's.
+
 # %%
 # %matplotlib inline
-from flare_helpers import runner, viz
+from flare_helpers import series, viz
 
-paths = runner.series_paths(work_dir, data_root)
+paths = series.series_paths(work_dir, data_root)
+data_dir = series.ensure_data(paths, series.zip_file(zip_path))
 predicted = viz.predicted_cases(paths.predictions_dir)
 shown = case_id or predicted[0]
-load_case = viz.case_loader(paths.data_dir, paths.predictions_dir)
+load_case = viz.case_loader(data_dir, paths.predictions_dir)
 arrays = load_case(shown)
 
 # %% [markdown]
@@ -58,7 +64,7 @@ figure = viz.plot_case(
     dice=viz.case_dice(arrays),
     title=shown,
 )
-viz.save_figure(figure, paths.render_dir / f"{shown}_slices.png")
+viz.save_figure(figure, paths.render.slices(shown))
 figure
 
 # %% [markdown]
@@ -77,7 +83,7 @@ viewer = viz.slice_viewer(load_case, predicted)
 # ## Training curves
 
 # %%
-viz.plot_training_curves(paths.run_dir / "history.csv")
+viz.plot_training_curves(paths.run.history)
 # %% [markdown]
 # ## 3D video
 #
@@ -89,7 +95,7 @@ video = viz.render_rotation_video(
     arrays.gt,
     arrays.pred,
     arrays.spacing,
-    paths.render_dir / f"{shown}_organs.mp4",
+    paths.render.video(shown),
     seconds=video_seconds,
     fps=video_fps,
 )

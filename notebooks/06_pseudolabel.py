@@ -63,16 +63,16 @@ rounds = 1  # 2: the first student pseudo-labels again and teaches a second stud
 # %matplotlib inline
 from pathlib import Path
 
-from flare_helpers import pseudolabel, runner, splits, synthetic, train, viz
+from flare_helpers import pseudolabel, series, splits, synthetic, train, viz
 
-paths = runner.series_paths(work_dir, data_root)
-cfg = runner.notebook_config(
+paths = series.series_paths(work_dir, data_root)
+cfg = series.notebook_config(
     paths,
     config_path,
     overrides,
     train={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
 )
-images = Path(runner.resolve(unlabelled_path, "FLARE_UNLABELLED"))
+images = Path(series.resolve(unlabelled_path, "FLARE_UNLABELLED"))
 if synthetic_unlabelled:
     images, _ = synthetic.write_unlabelled(
         images.parent, synthetic_unlabelled, synthetic_seed, synthetic_shape
@@ -161,7 +161,7 @@ list(students)
 # `work_dir/pseudo/evaluation/<model>/`.
 
 # %%
-test_cases = splits.read_splits(paths.run_dir / "splits.json")["test"]
+test_cases = splits.read_splits(paths.run.splits)["test"]
 comparison = pseudolabel.compare_models(
     {"teacher": teacher, **students},
     paths.data_dir,

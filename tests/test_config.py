@@ -9,9 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flare_helpers.config import Config, load_config, parse_override, save_config, validate
+from flare_helpers.config import (
+    Config,
+    documented_defaults,
+    documented_yaml,
+    load_config,
+    parse_override,
+    save_config,
+    validate,
+)
 from flare_helpers.errors import FlareError
 
+#: The documented defaults shipped in the package; the repository's config.yaml is a copy.
+PACKAGE_CONFIG = Path(__file__).resolve().parents[1] / "flare_helpers" / "config.yaml"
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 
@@ -24,8 +34,17 @@ def _write(tmp_path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- defaults
 
 
+def test_root_config_yaml_is_the_packaged_one():
+    """One text: flare_helpers/config.yaml (shipped, printed by --print-config) is the source."""
+    assert REPO_CONFIG.read_text(encoding="utf-8") == PACKAGE_CONFIG.read_text(encoding="utf-8"), (
+        "config.yaml differs from flare_helpers/config.yaml: edit the package's file, then "
+        "cp flare_helpers/config.yaml config.yaml"
+    )
+    assert documented_defaults() == PACKAGE_CONFIG.read_text(encoding="utf-8")
+
+
 def test_config_yaml_holds_every_default_and_nothing_else():
-    documented = yaml.safe_load(REPO_CONFIG.read_text(encoding="utf-8"))
+    documented = yaml.safe_load(PACKAGE_CONFIG.read_text(encoding="utf-8"))
     defaults = Config().to_dict()
     assert list(documented) == list(defaults)  # same sections, same order
     for section, values in defaults.items():
@@ -41,7 +60,7 @@ def test_every_key_in_config_yaml_is_explained():
     """Each ``key: value`` line carries a comment saying what it does."""
     keys = {key for values in Config().to_dict().values() for key in values}
     explained = set()
-    for line in REPO_CONFIG.read_text(encoding="utf-8").splitlines():
+    for line in PACKAGE_CONFIG.read_text(encoding="utf-8").splitlines():
         match = re.match(r"^  (\w+): [^#]*#\s*\S", line)
         if match:
             explained.add(match.group(1))
@@ -49,8 +68,57 @@ def test_every_key_in_config_yaml_is_explained():
 
 
 def test_loading_config_yaml_gives_the_defaults():
-    assert load_config(REPO_CONFIG) == Config()
+    assert load_config(PACKAGE_CONFIG) == Config()
     assert load_config() == Config()
+
+
+def test_printed_defaults_are_the_documented_file():
+    assert documented_yaml() == documented_yaml(Config()) == documented_defaults()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["train.epochs=5", "train.learning_rate=1e-5", "data.organs=[liver, spleen]"],
+        [
+            "preprocess.mode=resize",
+            "preprocess.target_shape=[32,32,16]",
+            "data.cache_dir=/content/drive/My Drive/cache",
+            "data.zip_path='data/FLARE22 #1.zip'",
+            "train.jit_compile=false",
+            "augment.scale_range=[0.8,1.25]",
+            "model.convs_per_stage=[1,1,1]",
+            "model.depth=2",
+        ],
+    ],
+)
+def test_printed_config_loads_back_into_the_same_config(tmp_path, overrides):
+    cfg = load_config(None, overrides)
+    text = documented_yaml(cfg)
+    assert load_config(_write(tmp_path, text)) == cfg
+    # every key keeps its comment; a changed value names its default
+    lines = {m.group(1): line for line in text.splitlines() if (m := re.match(r"^  (\w+): ", line))}
+    assert set(lines) == {k for values in Config().to_dict().values() for k in values}
+    assert all("# " in line for line in lines.values())
+    changed = {o.partition("=")[0].split(".")[1] for o in overrides}
+    for key, line in lines.items():
+        assert ("(default: " in line) == (key in changed), line
+    if overrides:
+        assert "  epochs: 5" in text or "target_shape: [32, 32, 16]" in text
+
+
+def test_print_config_flag_prints_the_settings_and_trains_nothing(tmp_path, capsys):
+    from flare_helpers.cli import train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--print-config", "train.epochs=7", f"train.output_dir={run}"]) == 0
+    text = capsys.readouterr().out
+    assert "  epochs: 7" in text and "(default: 100)" in text
+    assert load_config(_write(tmp_path, text)) == load_config(
+        None, ["train.epochs=7", f"train.output_dir={run}"]
+    )
+    assert not run.exists()
 
 
 def test_exponent_notation_in_a_file_is_a_number(tmp_path):

@@ -238,8 +238,9 @@ def test_the_figure_draws_the_crop_the_organ_boxes_and_their_union(localized_run
 @pytest.mark.slow
 def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic_data, tmp_path):
     from flare_helpers.fileio import read_history
+    from flare_helpers.layout import RunLayout
     from flare_helpers.splits import read_splits
-    from flare_helpers.train import RunPaths, train
+    from flare_helpers.train import train
 
     run = tmp_path / "run"
     cfg = _spacing_cfg(
@@ -252,7 +253,7 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
         "localizer.learning_rate=0.01",
     )
     train(cfg.replace(localizer={"epochs": 1}), progress=False)  # the hook in train()
-    paths = RunPaths(run)
+    paths = RunLayout(run)
     assert paths.localizer_model.exists() and paths.best_model.exists()
     assert [p.name for p in paths.localizer_checkpoints.iterdir()] == ["epoch_0001.keras"]
     more = localize.train_localizer(cfg, progress=False)  # localizer.epochs=2: resumes

@@ -11,6 +11,8 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+#: Executed copies for readers (``make docs``); generated at release time, so checked if present.
+DOCS_NOTEBOOKS = Path(__file__).resolve().parent.parent / "docs" / "notebooks"
 
 
 def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -89,3 +91,34 @@ def test_sources_and_notebooks_carry_no_local_metadata(source):
     notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
     assert "jupytext" not in notebook.metadata
     assert notebook.metadata.kernelspec.name == "python3"
+
+
+def _code_cells(notebook) -> list[str]:
+    """Code cells' sources, without papermill's cell of injected parameters."""
+    return [
+        cell.source.strip()
+        for cell in notebook.cells
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", ())
+    ]
+
+
+def test_docs_notebooks_run_the_current_code():
+    """docs/notebooks/ (``make docs``) shows outputs of today's notebooks: same code cells.
+
+    Compares the notebooks that are there; the next test says which must be.
+    """
+    for published in sorted(DOCS_NOTEBOOKS.glob("*.ipynb")):
+        source = NOTEBOOKS / f"{published.stem}.py"
+        assert source.exists(), f"{published.name} has no source notebook; run `make docs`"
+        notebook = nbformat.read(published, as_version=4)
+        assert _code_cells(notebook) == _code_cells(jupytext.read(source)), (
+            f"docs/notebooks/{published.name} is out of date: run `make docs`"
+        )
+        outputs = [c for c in notebook.cells if c.cell_type == "code" and c.get("outputs")]
+        assert outputs, f"{published.name} was not executed"
+
+
+def test_docs_notebooks_are_all_there_or_none():
+    """Either ``make docs`` has published every notebook, or none yet (a fresh checkout)."""
+    published = sorted(p.stem for p in DOCS_NOTEBOOKS.glob("*.ipynb"))
+    assert published in ([], [p.stem for p in SOURCES])

@@ -157,6 +157,43 @@ def test_series_rerun_changes_nothing(ci_series, tmp_path):
     assert all(before.values()) and after == before
 
 
+@pytest.mark.slow
+def test_series_notebooks_publish_for_the_docs(ci_series, tmp_path):
+    """``make docs``'s copying step on the CI run: code as in the sources, outputs kept,
+    no PNG wider than 1000 pixels, well within the 10 MB budget."""
+    import base64
+    import io
+
+    import jupytext
+    from PIL import Image
+
+    from flare_helpers.docs import publish_notebooks
+
+    _, executed = ci_series
+    written = publish_notebooks(executed, tmp_path / "docs")
+    assert [p.stem for p in written] == NOTEBOOK_NAMES
+    assert sum(p.stat().st_size for p in written) < 10 * 2**20
+    sources = Path(PROFILE_DIR).parent
+    pictures = 0
+    for path in written:
+        notebook = nbformat.read(path, as_version=4)
+        code = [
+            c.source.strip()
+            for c in notebook.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", ())
+        ]
+        source = jupytext.read(sources / f"{path.stem}.py")
+        assert code == [c.source.strip() for c in source.cells if c.cell_type == "code"]
+        for cell in notebook.cells:
+            for out in cell.get("outputs", []):
+                for mime in ("image/png", "image/jpeg"):
+                    if mime in out.get("data", {}):
+                        image = Image.open(io.BytesIO(base64.b64decode(out["data"][mime])))
+                        assert image.width <= 1000 and image.mode == "RGB"
+                        pictures += 1
+    assert pictures >= 8  # slices, batch, curves, boxplots, case figures …
+
+
 def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
     profile = _ci_profile(tmp_path, zip_path=str(tmp_path / "missing.zip"))
     settings = yaml.safe_load(profile.read_text())
@@ -233,13 +270,17 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
         "print(runner.NOTEBOOK_DIR)\n"
         "print(*[p.name for p in runner.notebooks()])\n"
         "print(sorted(runner.load_profile('ci')))\n"
+        "from flare_helpers import config\n"
+        "print(repr(config.documented_yaml()))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr[-1500:]
-    folder, names, profile = done.stdout.splitlines()
+    folder, names, profile, documented = done.stdout.splitlines()
+    # the settings' comments ship with the package (the repository's config.yaml is not)
+    assert eval(documented) == (repo / "config.yaml").read_text(encoding="utf-8")  # noqa: S307
     assert Path(folder) == site / "flare_helpers" / "notebooks"
     assert names.split() == [
         "01_extract.ipynb",

@@ -250,7 +250,7 @@ def test_compare_modes_and_against_ceiling_tables(synthetic_data):
 
 def test_notebook_training_parameters_are_the_only_way_in(tmp_path):
     from flare_helpers.errors import FlareError
-    from flare_helpers.runner import notebook_config, series_paths
+    from flare_helpers.series import notebook_config, series_paths
 
     paths = series_paths(tmp_path / "work", tmp_path / "data")
     config = tmp_path / "c.yaml"

@@ -20,8 +20,9 @@ from flare_helpers.config import load_config
 from flare_helpers.errors import FlareError
 from flare_helpers.extract import extract_zip
 from flare_helpers.fileio import read_history
+from flare_helpers.layout import RunLayout
 from flare_helpers.synthetic import write_synthetic_zip
-from flare_helpers.train import RunPaths, train
+from flare_helpers.train import train
 
 TINY_TRAIN = [*TINY_MODEL, "train.batch_size=2", "train.learning_rate=0.001", "train.workers=1"]
 
@@ -113,7 +114,7 @@ def test_same_seed_same_curves_and_finished_runs_are_not_retrained(synthetic_dat
     first = train(_cfg(synthetic_data, cache, tmp_path / "r1", "train.epochs=2"), progress=False)
     second = train(_cfg(synthetic_data, cache, tmp_path / "r2", "train.epochs=2"), progress=False)
     assert first.history_csv.read_text() == second.history_csv.read_text()
-    paths = RunPaths(first.run_dir)
+    paths = RunLayout(first.run_dir)
     assert {p.name for p in paths.root.iterdir()} >= {
         "config.yaml",
         "splits.json",
@@ -316,3 +317,22 @@ def test_time_limit_stops_at_an_epoch_end_and_a_rerun_goes_on(synthetic_data, tm
     unlimited = train(cfg.replace(train={"time_limit_minutes": 0.0}), progress=False)
     assert unlimited.resumed_from == 2 and unlimited.epochs_completed == 3
     assert (tmp_path / "run" / "training_done.json").exists()
+
+
+def test_epoch_time_and_eta_lines():
+    from flare_helpers.callbacks import eta_line, format_duration
+
+    assert [format_duration(s) for s in (4.25, 42, 185, 7800)] == [
+        "4.2 s",
+        "42 s",
+        "3 min 05 s",
+        "2 h 10 min",
+    ]
+    noon = time.mktime((2026, 1, 1, 12, 0, 0, 0, 0, -1))
+    # the first epoch also compiled the model: the estimate uses the later ones
+    line = eta_line(2, 100, [60.0, 12.0, 12.0], now=noon)
+    assert line == "epoch 3/100 took 12 s; 97 to go: about 19 min 24 s (done at 12:19)"
+    assert eta_line(0, 3, [30.0], now=noon) == (
+        "epoch 1/3 took 30 s; 2 to go: about 1 min 00 s (done at 12:01)"
+    )
+    assert eta_line(2, 3, [30.0, 10.0, 10.0]) == "epoch 3/3 took 10 s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -21,6 +22,7 @@ from scipy import ndimage
 
 from flare_helpers.errors import FlareError
 from flare_helpers.labels import FLARE22_IDS, ORGAN_COLORS
+from flare_helpers.nifti import load_image, load_label
 from flare_helpers.synthetic import make_phantom
 from flare_helpers.viz import (
     CaseArrays,
@@ -35,6 +37,7 @@ from flare_helpers.viz import (
 )
 from flare_helpers.viz import video as video_module
 from flare_helpers.viz.mesh import coarsening_factors
+from flare_helpers.viz.planes import PLANE_AXIS, PLANES, organ_centre, organ_slices
 
 SHAPE = (64, 64, 32)
 
@@ -155,6 +158,52 @@ def test_coronal_panel_has_physical_aspect(phantom, tmp_path):
     box = ax.get_window_extent()
     expected = (SHAPE[2] * spacing[2]) / (SHAPE[1] * spacing[1])  # superior–inferior / A–P
     assert box.height / box.width == pytest.approx(expected, rel=0.03)
+
+
+REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
+FOUR_ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
+
+
+def _organs_in(labels2d: np.ndarray) -> set[str]:
+    return {o for o in FOUR_ORGANS if (labels2d == FLARE22_IDS[o]).any()}
+
+
+def test_default_slices_show_the_most_organs_on_the_real_ct():
+    """Each plane is cut where it shows as many of the four organs as any of its slices can.
+
+    On the real CT (122×101×30, RAS) the old default (all planes through the organs'
+    centre) showed 4 organs axially, 2 coronally and 1 sagittally; no sagittal slice
+    holds more than 3 (the kidneys lie on either side of the spine).
+    """
+    image = load_image(REAL_CT / "images" / "FLARE22_Tr_9002_0000.nii.gz")
+    gt = load_label(REAL_CT / "labels" / "FLARE22_Tr_9002.nii.gz", image.geometry).data
+    fig = plot_case(image.data, image.spacing, gt)
+    best = {}
+    for plane in PLANES:
+        axis = PLANE_AXIS[plane]
+        possible = max(len(_organs_in(np.take(gt, i, axis=axis))) for i in range(gt.shape[axis]))
+        (ax,) = [a for a in fig.axes if a.get_label() == f"{plane}:image"]
+        index = int(ax.get_ylabel().split()[1].split("/")[0]) - 1
+        shown = _organs_in(np.take(gt, index, axis=axis))
+        best[plane] = (len(shown), possible)
+    assert best == {"axial": (4, 4), "coronal": (4, 4), "sagittal": (3, 3)}
+    centre = organ_centre(gt, FOUR_ORGANS, gt.shape)
+    assert [
+        len(_organs_in(np.take(gt, centre[PLANE_AXIS[p]], axis=PLANE_AXIS[p]))) for p in PLANES
+    ] == [4, 2, 1]
+
+
+def test_slice_ties_go_to_the_larger_organ_area():
+    labels = np.zeros((8, 6, 5), dtype=np.uint8)
+    labels[1, 1:3, 1] = FLARE22_IDS["liver"]  # slice i=1: liver and spleen, 3 voxels
+    labels[1, 4, 1] = FLARE22_IDS["spleen"]
+    labels[5, 0:4, 0:3] = FLARE22_IDS["liver"]  # slice i=5: liver and spleen, 14 voxels
+    labels[5, 5, 4:] = FLARE22_IDS["spleen"]
+    labels[6, :, :] = FLARE22_IDS["liver"]  # slice i=6: the most area, one organ only
+    i, j, k = organ_slices(labels, FOUR_ORGANS, labels.shape)
+    assert i == 5
+    assert organ_slices(None, FOUR_ORGANS, labels.shape) == (4, 3, 2)
+    assert organ_slices(np.zeros_like(labels), FOUR_ORGANS, labels.shape) == (4, 3, 2)
 
 
 def test_plot_case_rejects_mismatched_labels(phantom):

@@ -8,8 +8,8 @@ and writes both pictures of each.
 """
 
 from flare_helpers.cases import predicted_cases
-from flare_helpers.viz.cases import cached_case, case_loader
 from flare_helpers.viz.curves import plot_training_curves
+from flare_helpers.viz.loaders import cached_case, case_loader
 from flare_helpers.viz.mesh import Mesh, organ_meshes
 from flare_helpers.viz.planes import CaseArrays
 from flare_helpers.viz.render3d import render_rotation_video

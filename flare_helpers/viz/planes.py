@@ -145,6 +145,39 @@ def organ_centre(
     return tuple(centre)
 
 
+def organ_slices(
+    labels: np.ndarray | None, organs: Sequence[str], shape: Sequence[int]
+) -> tuple[int, int, int]:
+    """Voxel (i, j, k) whose sagittal (i), coronal (j) and axial (k) slices show the most organs.
+
+    Each plane's slice is chosen on its own: the one that shows as many of
+    ``organs`` as any slice of that plane can; among those, the one with the
+    largest total organ area; then the one nearest the centre of the organs'
+    bounding box (:func:`organ_centre`). The three slices therefore need not
+    meet at one organ. Falls back to :func:`organ_centre` along an axis where
+    none of the organs is present (the volume centre without labels).
+    """
+    centre = organ_centre(labels, organs, shape)
+    if labels is None:
+        return centre
+    counts = [np.zeros(int(n), dtype=np.int64) for n in shape]
+    areas = [np.zeros(int(n), dtype=np.int64) for n in shape]
+    for flare_id in organ_ids(organs):
+        mask = labels == flare_id
+        for axis in range(3):
+            area = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+            counts[axis] += area > 0
+            areas[axis] += area
+    chosen = []
+    for axis in range(3):
+        if not counts[axis].any():
+            chosen.append(centre[axis])
+            continue
+        nearness = -np.abs(np.arange(int(shape[axis])) - centre[axis])
+        chosen.append(int(np.lexsort((nearness, areas[axis], counts[axis]))[-1]))
+    return tuple(chosen)
+
+
 def slice_index(position: Sequence[int], plane: str) -> int:
     """Index along ``plane``'s axis of a voxel position (i, j, k)."""
     return int(position[_axis(plane)])

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import PREDICTIONS_DIRNAME, visualize_paths
+from flare_helpers.cases import visualize_paths
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import refuse_existing
 from flare_helpers.labels import DEFAULT_ORGANS
+from flare_helpers.layout import RenderLayout
 from flare_helpers.splits import select_cases
-from flare_helpers.viz.cases import case_loader
+from flare_helpers.viz.loaders import case_loader
 from flare_helpers.viz.planes import CaseArrays, organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
 from flare_helpers.viz.slices import plot_case, save_figure
@@ -99,7 +100,7 @@ def visualize_cases(
     organs = predictor.organs.organs
     pairs = [(case.image, planned[case.case_id]["prediction"]) for case in cases]
     written = predict_files(predictor, pairs, overwrite=True, progress=progress)
-    load_case = case_loader(data_dir, Path(out_dir) / PREDICTIONS_DIRNAME)
+    load_case = case_loader(data_dir, RenderLayout(Path(out_dir)).predictions_dir)
     for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
         arrays = load_case(case.case_id)
         paths = planned[case.case_id]

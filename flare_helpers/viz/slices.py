@@ -22,8 +22,8 @@ from flare_helpers.viz.planes import (
     CaseArrays,
     dice_text,
     legend_handles,
-    organ_centre,
     organ_names,
+    organ_slices,
     overlay_rgb,
     plane_extent_mm,
     plane_pixel_mm,
@@ -51,7 +51,8 @@ def plot_case(
     title: str = "",
     alpha: float = DEFAULT_ALPHA,
 ) -> Figure:
-    """Axial, coronal and sagittal slices of one case with organ overlays.
+    """Axial, coronal and sagittal slices of one case with organ overlays, each plane cut
+    where it shows the most organs.
 
     Rows are the axial, coronal and sagittal planes; columns the CT alone, the
     ground-truth overlay and the prediction overlay (a column only for what is
@@ -66,8 +67,10 @@ def plot_case(
         pred: predicted FLARE22 ids, same shape, or None.
         organs: organs to tint (others are not drawn).
         slices: voxel position (i, j, k) whose sagittal (i), coronal (j) and axial (k)
-            slices are shown; default the centre of the labelled organs (of ``gt``,
-            else ``pred``), or the volume centre when there are none.
+            slices are shown. By default each plane's slice is chosen on its own
+            (:func:`~flare_helpers.viz.planes.organ_slices`, from ``gt``, else ``pred``):
+            the one showing as many of ``organs`` as any slice of that plane can,
+            ties going to the larger total organ area; the volume centre without labels.
         hu_window: (lowest, highest) HU mapped to black and white.
         dice: organ → Dice, written in the title.
         title: first title line, e.g. the case id.
@@ -80,7 +83,7 @@ def plot_case(
     case = CaseArrays(image, spacing, gt, pred)
     organs = organ_names(organs)
     shape = case.image.shape
-    position = tuple(slices) if slices is not None else organ_centre(case.labels, organs, shape)
+    position = tuple(slices) if slices is not None else organ_slices(case.labels, organs, shape)
     if len(position) != 3:
         raise FlareError(f"slices must be a voxel position (i, j, k), got {slices}")
     position = tuple(int(np.clip(p, 0, n - 1)) for p, n in zip(position, shape, strict=True))

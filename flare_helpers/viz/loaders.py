@@ -12,8 +12,8 @@ from flare_helpers.cases import Case, discover_cases, prediction_file
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json
 from flare_helpers.labels import OrganSet
+from flare_helpers.layout import CacheLayout
 from flare_helpers.nifti import load_image, load_label
-from flare_helpers.preprocess import entry_dir
 from flare_helpers.viz.planes import CaseArrays
 
 
@@ -47,12 +47,14 @@ def cached_case(cache_dir: str | Path, case_id: str, organs: Sequence[str]) -> C
     target shape), so the figure keeps true proportions. Show it with
     ``hu_window=(0, 1)``.
     """
-    folder = entry_dir(cache_dir, case_id)
-    if not (folder / "meta.json").is_file():
-        raise FlareError("not in the cache (run notebook 02 or flare-preprocess)", folder)
-    meta = read_json(folder / "meta.json")
-    image = np.load(folder / "image.npy", allow_pickle=False).astype(np.float32)
-    classes = np.load(folder / "label.npy", allow_pickle=False)
+    cache = CacheLayout(cache_dir)
+    if not cache.meta(case_id).is_file():
+        raise FlareError(
+            "not in the cache (run notebook 02 or flare-preprocess)", cache.case_dir(case_id)
+        )
+    meta = read_json(cache.meta(case_id))
+    image = np.load(cache.image(case_id), allow_pickle=False).astype(np.float32)
+    classes = np.load(cache.label(case_id), allow_pickle=False)
     crop = [stop - start for start, stop in meta["crop"]]
     spacing = tuple(
         s * n / m for s, n, m in zip(meta["canonical_spacing_mm"], crop, image.shape, strict=True)
