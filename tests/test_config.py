@@ -98,10 +98,15 @@ def test_printed_config_loads_back_into_the_same_config(tmp_path, overrides):
     text = documented_yaml(cfg)
     assert load_config(_write(tmp_path, text)) == cfg
     # every key keeps its comment; a changed value names its default
-    lines = {m.group(1): line for line in text.splitlines() if (m := re.match(r"^  (\w+): ", line))}
-    assert set(lines) == {k for values in Config().to_dict().values() for k in values}
+    lines, section = {}, None
+    for line in text.splitlines():
+        if header := re.match(r"^(\w+):\s*$", line):
+            section = header.group(1)
+        elif key := re.match(r"^  (\w+): ", line):
+            lines[f"{section}.{key.group(1)}"] = line
+    assert set(lines) == {f"{s}.{k}" for s, values in Config().to_dict().items() for k in values}
     assert all("# " in line for line in lines.values())
-    changed = {o.partition("=")[0].split(".")[1] for o in overrides}
+    changed = {o.partition("=")[0] for o in overrides}
     for key, line in lines.items():
         assert ("(default: " in line) == (key in changed), line
     if overrides:
