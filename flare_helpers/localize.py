@@ -97,8 +97,8 @@ def build_coarse_cache(cfg: Config, case_ids: Sequence[str], *, progress: bool =
         meta = _coarse_entry_meta(fine, case_id, cfg)
         if coarse.meta(case_id).is_file() and read_json(coarse.meta(case_id)) == meta:
             continue
-        image = np.load(fine.image(case_id)).astype(np.float32)
-        label = np.load(fine.label(case_id))
+        image = np.load(fine.image(case_id), allow_pickle=False).astype(np.float32)
+        label = np.load(fine.label(case_id), allow_pickle=False)
         shape = coarse_shape(image.shape, cfg.preprocess.target_spacing, cfg.localizer)
         target = coarse.case_dir(case_id)
         target.parent.mkdir(parents=True, exist_ok=True)
