@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loc-epochs", type=int, default=30, help="localiser epochs")
     parser.add_argument("--repeats", type=int, default=1, help="flare-predict runs per setting")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--whole-crop",
+        choices=("all", "first", "none"),
+        default="all",
+        help="whole-crop comparison runs: every scan and precision, only the normal scan in "
+        "float32 (the slow ones otherwise dominate the bench's time), or none",
+    )
     return parser
 
 
@@ -215,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fov {fov}: organ margins inside the box (mm) {margins}", flush=True)
             for precision in precisions:
                 for localized in (True, False):
+                    first = fov == 1.0 and precision == "float32"
+                    if not localized and not (args.whole_crop == "all" or first):
+                        continue
+                    if not localized and args.whole_crop == "none":
+                        continue
                     cli = ["--model-path", str(run / "best.keras"), "--input", str(image)]
                     cli += ["--output", str(tmp / "pred.nii.gz"), "--overwrite"]
                     cli += ["--precision", precision] + ([] if localized else ["--no-localize"])

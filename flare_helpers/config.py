@@ -126,7 +126,7 @@ class InferConfig:
     largest_component: bool = True
     batch_size: int = 1
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    overlap: float = 0.5
+    overlap: float = 0.25
     tta: bool = False
     localize: bool = True
     roi_margin_mm: float = 20.0

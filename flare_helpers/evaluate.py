@@ -281,7 +281,7 @@ def evaluate_model(
     data_dir: str | Path,
     out_dir: str | Path,
     *,
-    which: str = "test",
+    which: str | Sequence[str] = "test",
     progress: bool = True,
     reports: list | None = None,
 ) -> EvaluationResult:

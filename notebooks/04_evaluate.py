@@ -4,7 +4,7 @@
 # The trained model predicts every case of the **test split** (never seen in training or
 # model selection). Each CT goes through the model's own preprocessing (its run folder's
 # `config.yaml`, so the mode travels with the model). In **spacing** mode the network slides
-# over the whole resampled body in overlapping 128×128×64 windows (`infer.overlap`, 0.5),
+# over the whole resampled body in overlapping 128×128×64 windows (`infer.overlap`, 0.25),
 # and each voxel's class probabilities are a Gaussian-weighted mean of the windows that see
 # it, trusting a window's centre more than its edges, where it lacks context. In **resize**
 # mode one pass covers the whole body. The probabilities are then mapped back to the CT's own

@@ -175,7 +175,10 @@ def test_a_run_without_a_localiser_predicts_as_today(tiny_spacing_run, synthetic
     report: dict = {}
     probs = infer.volume_probabilities(predictor, x, report=report)
     today = sliding_window_probabilities(
-        x, predictor.params.target_shape, infer._predict_fn(predictor), overlap=0.5
+        x,
+        predictor.params.target_shape,
+        infer._predict_fn(predictor),
+        overlap=predictor.settings.overlap,
     )
     assert np.array_equal(probs, today)
     assert report["windows_run"] == report["windows_crop"] > 1

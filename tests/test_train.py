@@ -21,6 +21,7 @@ from flare_helpers.errors import FlareError
 from flare_helpers.extract import extract_zip
 from flare_helpers.fileio import read_history
 from flare_helpers.layout import RunLayout
+from flare_helpers.splits import read_splits
 from flare_helpers.synthetic import write_synthetic_zip
 from flare_helpers.train import train
 
@@ -263,8 +264,9 @@ def test_spacing_mode_learns_ct_sized_bodies_from_patches(real_scale_data, tmp_p
 
     per_organ = _learn(real_scale_data, tmp_path, REAL_SCALE_LEARNING_SETTINGS)
     assert np.mean(list(per_organ.values())) >= 0.80
+    val_ids = read_splits(tmp_path / "run" / "splits.json")["val"]
     validation = evaluate_model(
-        tmp_path / "run" / "best.keras", real_scale_data, tmp_path / "val", which="val"
+        tmp_path / "run" / "best.keras", real_scale_data, tmp_path / "val", which=val_ids
     ).per_case
     assert len(validation) == 4 * 2  # 2 validation cases, every organ present in each
     assert validation["dsc"].min() > 0, validation
