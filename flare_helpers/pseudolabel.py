@@ -467,11 +467,15 @@ def compare_models(
 
 
 def plot_comparison(table):
-    """Grouped bars: mean DSC per organ, one bar per model (from :func:`compare_models`)."""
-    import matplotlib.pyplot as plt
+    """Grouped bars: mean DSC per organ, one bar per model (from :func:`compare_models`).
+
+    A Figure not registered with pyplot, as the ``viz`` figures: Jupyter shows it once.
+    """
+    from matplotlib.figure import Figure
 
     dsc = table[[c for c in table.columns if c.endswith(" DSC")]]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    ax = fig.subplots()
     width = 0.8 / len(dsc.columns)
     for k, column in enumerate(dsc.columns):
         xs = [i + k * width for i in range(len(dsc))]

@@ -132,6 +132,10 @@ else:
 #   detail that the coarse stages cannot hold.
 # - **Head**: a 1×1×1 convolution and a softmax give each voxel a probability per class
 #   (background and the organs).
+# - **Instance normalisation** after every convolution (`model.normalization`; the paper
+#   has none, nnU-Net normalises every convolution): a patch of a real-size CT misses most
+#   organs, and without it the network learnt the organs of CT-sized phantoms from such
+#   patches far more slowly (held-out Dice 0.34 against 0.96 after the same 60 epochs).
 #
 # `build_or_restore` builds it, compiles it with Adam, the loss below and per-organ Dice
 # metrics, and, when the run folder has a checkpoint, restores the weights and the
@@ -147,7 +151,9 @@ print(f"{model.count_params():,} parameters; classes: {', '.join(organs.class_na
 #
 # Soft Dice over the organs (background left out, so the large background does not swamp
 # the small kidneys) plus voxel-wise cross-entropy, which gives useful gradients from the
-# very first step, when the Dice overlap is still near zero. Below: the loss of the network
+# very first step, when the Dice overlap is still near zero. The Dice term of each sample
+# counts only the organs its labels contain: a patch without a kidney has no kidney Dice
+# to learn from, and kidney voxels predicted there are the cross-entropy's to punish. Below: the loss of the network
 # as it starts (untrained, or restored) on the batch above, and of a perfect prediction (the
 # labels themselves).
 
@@ -163,9 +169,11 @@ print(f"perfect prediction: {float(loss(y, y)):.3f}")
 # (`history.csv`), the best model so far by validation mean Dice over the organs
 # (`best.keras`, background excluded) and a resume checkpoint with the optimiser state.
 # One progress bar per epoch, then a line with the epoch's time and an estimate of the
-# time left. In spacing mode validation uses fixed organ-centred patches of the validation
-# cases, the same every epoch, so scores compare across epochs; notebook 04 scores whole
-# held-out cases with sliding windows.
+# time left. In spacing mode validation scores one fixed patch centred on each organ of
+# each validation case, the same every epoch, so every organ is seen and scores compare
+# across epochs; the mean Dice that picks `best.keras` leaves out an organ that is neither
+# in the validation labels nor predicted, so a network that predicts nothing never wins.
+# Notebook 04 scores whole held-out cases with sliding windows.
 #
 # `fit` starts at `run.initial_epoch` (0, or where a disconnected run stopped) and ends at
 # `run.epochs`; the dataset shuffles itself, reproducibly per epoch, so `shuffle=False`.

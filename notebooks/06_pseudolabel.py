@@ -63,6 +63,8 @@ rounds = 1  # 2: the first student pseudo-labels again and teaches a second stud
 # %matplotlib inline
 from pathlib import Path
 
+from IPython.display import display
+
 from flare_helpers import pseudolabel, series, splits, synthetic, train, viz
 
 paths = series.series_paths(work_dir, data_root)
@@ -114,11 +116,13 @@ for case_id in pseudolabel.best_and_worst(table):
     image, label = pseudolabel.case_volumes(images, first.pseudo_dir, case_id)
     score = table.loc[case_id, "confidence"]
     kept = "kept" if table.loc[case_id, "kept"] else "dropped"
-    viz.plot_case(
-        image.data,
-        image.spacing,
-        pred=label.data,
-        title=f"{case_id}: confidence {score:.3f}, {kept}",
+    display(
+        viz.plot_case(
+            image.data,
+            image.spacing,
+            pred=label.data,
+            title=f"{case_id}: confidence {score:.3f}, {kept}",
+        )
     )
 
 # %% [markdown]
