@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
 from flare_helpers.evaluate import evaluate_model
@@ -40,15 +40,8 @@ ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 #: CT-like physical size: 128×128×40 voxels of 2.7–4.1 mm in-plane, 5–10 mm slices.
 PHANTOM_SHAPE = (128, 128, 40)
 VOXEL_SCALE = (4.5, 4.5, 2.0)
-LIGHT_VNET = [
-    "model.base_filters=8",
-    "model.depth=3",
-    "model.convs_per_stage=[1,2,2,2]",
-    "model.kernel_size=3",
-    "train.batch_size=2",
-    "train.learning_rate=0.002",
-    "train.epochs=10000",
-    "train.seed=3",
+SETTINGS = [
+    *LIGHT_VNET,
     "preprocess.workers=2",
     "data.val_fraction=0.15",
 ]
@@ -87,7 +80,7 @@ def run(args, tmp: Path) -> list[dict]:
             f"data.cache_dir={tmp / name / 'cache'}",
             f"train.output_dir={tmp / name / 'run'}",
             "data.test_fraction=0.0",
-            *LIGHT_VNET,
+            *SETTINGS,
             *RECIPES[name.split("+")[0]],
             *args.extra.get(name, []),
         ]

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 from scipy.stats import spearmanr
 
 from flare_helpers.config import load_config
@@ -52,17 +52,10 @@ INTRO = (
     "Targets: student ≥ teacher + 0.02 mean DSC; ρ ≥ 0.5."
 )
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
-LIGHT_VNET = [
+SETTINGS = [
     "preprocess.mode=resize",
     "preprocess.target_shape=[64,64,32]",
-    "model.base_filters=8",
-    "model.depth=3",
-    "model.convs_per_stage=[1,2,2,2]",
-    "model.kernel_size=3",
-    "train.batch_size=2",
-    "train.learning_rate=0.002",
-    "train.epochs=10000",
-    "train.seed=3",
+    *LIGHT_VNET,
     "preprocess.workers=1",
     "data.val_fraction=0.0",
     "data.test_fraction=0.0",
@@ -106,7 +99,7 @@ def run(args, tmp: Path) -> dict:
             f"train.output_dir={tmp / 'teacher'}",
             f"train.time_limit_minutes={args.minutes}",
             f"pseudo.keep_fraction={args.keep_fraction}",
-            *LIGHT_VNET,
+            *SETTINGS,
         ],
     )
     out = {"models": {}, "confidence": {}}

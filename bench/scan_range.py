@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
 from flare_helpers.evaluate import evaluate_model
@@ -38,15 +38,8 @@ INTRO = (
     "normal scans; spacing's mean DSC on the longer scans within 0.02 of its normal-scan DSC."
 )
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
-LIGHT_VNET = [
-    "model.base_filters=8",
-    "model.depth=3",
-    "model.convs_per_stage=[1,2,2,2]",
-    "model.kernel_size=3",
-    "train.batch_size=2",
-    "train.learning_rate=0.002",
-    "train.epochs=10000",
-    "train.seed=3",
+SETTINGS = [
+    *LIGHT_VNET,
     "preprocess.workers=2",
 ]
 MODES = {
@@ -80,7 +73,7 @@ def run(args, tmp: Path) -> list[dict]:
                 f"train.output_dir={tmp / mode / 'run'}",
                 "data.test_fraction=0.0",
                 f"train.time_limit_minutes={args.minutes}",
-                *LIGHT_VNET,
+                *SETTINGS,
                 *settings,
             ],
         )
