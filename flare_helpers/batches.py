@@ -152,6 +152,7 @@ class FlareDataset(keras.utils.PyDataset):
         self.drop_remainder = bool(drop_remainder)
         self.foreground_fraction = float(foreground_fraction)
         self._arrays: dict[Path, np.ndarray] = {}
+        self._order_cache: tuple[int, np.ndarray] | None = None
         self.augment = augment if augment is not None and augment.enabled else None
         flips = self.augment is not None and self.augment.lr_flip_probability > 0
         self.swap_classes = tuple(lr_swap_pairs(organ_set.organs)) if flips else ()
@@ -232,8 +233,17 @@ class FlareDataset(keras.utils.PyDataset):
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """Case indices (into ``case_ids``) in the order served in ``epoch`` (default: current);
-        each case appears ``samples_per_case`` times."""
+        each case appears ``samples_per_case`` times. Computed once per epoch (every
+        sample of a batch asks for it); the array is read-only."""
         epoch = self.epoch if epoch is None else epoch
+        cached = self._order_cache
+        if cached is None or cached[0] != epoch:
+            order = self._compute_order(epoch)
+            order.setflags(write=False)
+            cached = self._order_cache = (epoch, order)
+        return cached[1]
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
         if self.fixed_samples:
             return np.array([index for index, _ in self.fixed_samples], dtype=np.int64)
         if self.case_weights is not None:

@@ -41,9 +41,7 @@ def patch_start(
             organ = int(rng.choice(present))
             flat = np.flatnonzero(voxels == organ)
             voxel = np.unravel_index(int(flat[rng.integers(flat.size)]), label.shape)
-            return tuple(
-                int(np.clip(v - p // 2, 0, r)) for v, p, r in zip(voxel, patch, room, strict=True)
-            )
+            return _centred_on(voxel, patch, room)
     return tuple(int(rng.integers(0, r + 1)) for r in room)
 
 
@@ -62,12 +60,15 @@ def organ_patch_starts(label: np.ndarray, patch: Sequence[int]) -> list[tuple[in
             other = tuple(a for a in range(3) if a != axis)
             hits = np.flatnonzero(mask.any(axis=other))
             centre.append((int(hits[0]) + int(hits[-1])) // 2)
-        starts.append(
-            tuple(
-                int(np.clip(c - p // 2, 0, r)) for c, p, r in zip(centre, patch, room, strict=True)
-            )
-        )
+        starts.append(_centred_on(centre, patch, room))
     return starts
+
+
+def _centred_on(
+    voxel: Sequence[int], patch: Sequence[int], room: Sequence[int]
+) -> tuple[int, int, int]:
+    """Corner of the patch centred on ``voxel``, moved inside the volume (corner ≤ ``room``)."""
+    return tuple(int(np.clip(v - p // 2, 0, r)) for v, p, r in zip(voxel, patch, room, strict=True))
 
 
 def cut_patch(

@@ -338,6 +338,13 @@ def case_files(
     }
 
 
+def _add_member(archive: zipfile.ZipFile, name: str, payload: bytes) -> None:
+    """One regular file (mode 644) with the fixed timestamp that keeps zips deterministic."""
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, payload)
+
+
 #: Unlabelled phantoms are case numbers ``UNLABELLED_OFFSET + k``: never a labelled phantom.
 UNLABELLED_OFFSET = 100_000
 
@@ -371,9 +378,7 @@ def write_unlabelled(
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for k in tqdm(range(1, n_cases + 1), desc="unlabelled cases", disable=not progress):
             files = list(case_files(seed, UNLABELLED_OFFSET + k, shape, fov).values())
-            info = zipfile.ZipInfo(f"{name}/Case_{k:05d}_0000.nii.gz", date_time=_ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, files[0])
+            _add_member(archive, f"{name}/Case_{k:05d}_0000.nii.gz", files[0])
             with atomic_path(truth / f"Case_{k:05d}.nii.gz") as label_tmp:
                 label_tmp.write_bytes(files[1])
     return dest, truth
@@ -403,7 +408,5 @@ def write_synthetic_zip(
             range(1, n_cases + 1), desc="synthetic cases", disable=not progress
         ):
             for name, payload in case_files(seed, case_number, shape, fov, voxel_scale).items():
-                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                archive.writestr(info, payload)
+                _add_member(archive, name, payload)
     return dest

@@ -71,14 +71,20 @@ def test_two_voxel_case_matches_hand_computation():
     assert float(weighted(y_true, y_pred)) == pytest.approx(0.25 * dice_fg + 2 * ce, abs=1e-6)
 
 
-def test_dice_is_per_sample_not_pooled_over_the_batch():
-    # sample 0: a large, perfectly found organ; sample 1: a one-voxel organ, missed
+def large_found_and_small_missed() -> tuple[np.ndarray, np.ndarray]:
+    """Two samples, one class: a 32-voxel organ found perfectly, a one-voxel organ missed."""
     y_true = np.zeros((2, 4, 4, 4, 2), "float32")
     y_true[..., 0] = 1
     y_true[0, :, :, :2] = (0, 1)
     y_true[1, 0, 0, 0] = (0, 1)
     y_pred = y_true.copy()
     y_pred[1, 0, 0, 0] = (1, 0)
+    return y_true, y_pred
+
+
+def test_dice_is_per_sample_not_pooled_over_the_batch():
+    # sample 0: a large, perfectly found organ; sample 1: a one-voxel organ, missed
+    y_true, y_pred = large_found_and_small_missed()
     loss = DiceCELoss(ce_weight=0.0)
     np.testing.assert_allclose(np.asarray(loss.dice_loss(y_true, y_pred)), [0.0, 1.0], atol=1e-5)
     assert float(loss(y_true, y_pred)) == pytest.approx(0.5, abs=1e-5)
@@ -110,12 +116,7 @@ def test_organ_absent_from_a_sample_adds_no_dice_loss():
 
 def test_batch_dice_pools_counts_over_the_batch():
     # the per-sample test's batch: pooled, the large organ hides the missed voxel
-    y_true = np.zeros((2, 4, 4, 4, 2), "float32")
-    y_true[..., 0] = 1
-    y_true[0, :, :, :2] = (0, 1)
-    y_true[1, 0, 0, 0] = (0, 1)
-    y_pred = y_true.copy()
-    y_pred[1, 0, 0, 0] = (1, 0)
+    y_true, y_pred = large_found_and_small_missed()
     loss = DiceCELoss(ce_weight=0.0, batch_dice=True)
     pooled = 1 - (2 * 32 + 1e-5) / (33 + 32 + 1e-5)
     np.testing.assert_allclose(np.asarray(loss.dice_loss(y_true, y_pred)), [pooled] * 2, atol=1e-6)
