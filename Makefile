@@ -80,6 +80,7 @@ test-widgets7:
 	PYTHONPATH=$(WIDGETS7):$(CURDIR) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_viz.py -k viewer
 
 lint:
+	$(BIN)/lint-imports
 	$(BIN)/ruff check flare_helpers tests tests_browser bench notebooks colab
 	$(BIN)/ruff format --check flare_helpers tests tests_browser bench notebooks colab
 

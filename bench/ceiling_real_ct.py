@@ -3,7 +3,7 @@
 The ceiling is what a perfect network could score with given settings: the
 ground truth goes to the network grid as training labels do, back through the
 inference mapping, and is scored against itself with the FLARE22 rules
-(:mod:`flare_helpers.ceiling`). The real CT is ``tests/data/real_ct`` case 9002
+(:mod:`flare_helpers.workflows.ceiling`). The real CT is ``tests/data/real_ct`` case 9002
 (30 slices of TotalSegmentator's 3 mm test CT with its organ masks), first
 resampled to FLARE22-like 0.8×0.8×2.5 mm voxels (image linear, labels nearest),
 as a FLARE22 scan would be. Target: spacing mode at its default settings
@@ -22,10 +22,10 @@ import nibabel as nib
 import numpy as np
 from _report import bench_parser, dated_heading, environment, finish
 
-from flare_helpers.ceiling import resolution_ceiling
 from flare_helpers.config import Config, load_config
 from flare_helpers.nifti import load_image, load_label
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
+from flare_helpers.workflows.ceiling import resolution_ceiling
 
 HEADING = "## Resolution ceiling on a real CT (`bench/ceiling_real_ct.py`)"
 INTRO = (

@@ -25,7 +25,7 @@ from flare_helpers.config import load_config
 from flare_helpers.evaluate import evaluate_model
 from flare_helpers.extract import extract_zip
 from flare_helpers.synthetic import write_synthetic_zip
-from flare_helpers.train import train
+from flare_helpers.workflows.training import train
 
 HEADING = "## Learning at real physical scale (`bench/learn_real_scale.py`)"
 INTRO = (

@@ -37,7 +37,7 @@ from flare_helpers.infer import load_predictor, locate_on_ct, predict_files
 from flare_helpers.nifti import load_image, load_label
 from flare_helpers.runtime import resolve_precision
 from flare_helpers.synthetic import write_synthetic_zip
-from flare_helpers.train import train
+from flare_helpers.workflows.training import train
 
 HEADING = "## Localised prediction and overlap: accuracy (`bench/localized_accuracy.py`)"
 INTRO = (

@@ -3,7 +3,7 @@
 Issue "fast, low-resource prediction". In a temporary folder:
 
 * trains the localiser briefly (``--loc-epochs``) on ``--train-cases`` flare-synth
-  phantoms of ``--shape`` (through ``localize.train_localizer``, as ``flare-train`` does);
+  phantoms of ``--shape`` (through ``workflows.training.train_localizer``, as ``flare-train`` does);
 * saves beside it the default VNet (``ModelConfig()``, 128×128×64 windows of the
   1.2×1.2×2.5 mm grid) untrained, its 1×1×1 output convolution set to predict
   background everywhere: a window costs the same whatever its weights, and a
@@ -60,12 +60,12 @@ MB = 1e6
 
 def train_run(tmp: Path, args) -> Path:
     """The run folder: a localiser trained on phantoms, the untrained default VNet beside it."""
-    from flare_helpers import localize
     from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
     from flare_helpers.extract import extract_zip
     from flare_helpers.synthetic import write_synthetic_zip
     from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.workflows.training import open_run, train_localizer
 
     zip_path = write_synthetic_zip(tmp / "zip", args.train_cases, 11, args.shape, progress=False)
     data = extract_zip(zip_path, tmp / "data", progress=False)
@@ -83,7 +83,8 @@ def train_run(tmp: Path, args) -> Path:
         ],
     )
     start = time.perf_counter()
-    trained = localize.train_localizer(cfg, progress=False)
+    with open_run(cfg, progress=False) as folder:
+        trained = train_localizer(cfg, folder.splits, progress=False)
     print(
         f"localiser: {trained.monitor} {trained.best_value:.3f} after "
         f"{time.perf_counter() - start:.0f} s",

@@ -21,6 +21,7 @@ import numpy as np
 from flare_helpers.augment import augment_pair, lr_swap_pairs
 from flare_helpers.config import AugmentConfig, TrainConfig
 from flare_helpers.errors import FlareError
+from flare_helpers.fileio import read_json
 from flare_helpers.labels import DEFAULT_ORGANS, OrganSet, one_hot
 from flare_helpers.layout import CacheLayout
 from flare_helpers.patches import cut_patch, organ_patch_starts, patch_start
@@ -29,6 +30,32 @@ from flare_helpers.patches import cut_patch, organ_patch_starts, patch_start
 #: threads at once can crash CPython 3.11 ("AST constructor recursion depth mismatch",
 #: cpython issue 106905), so Keras' worker threads parse headers one at a time.
 _HEADER_LOCK = threading.Lock()
+
+
+def weighted_training_cases(
+    cache_dir: str | Path, train_ids: Sequence[str], extra_weight: float
+) -> tuple[list[str], list[float] | None]:
+    """Training case ids (the split's, then the cache's training-only extras) and their weights.
+
+    The manifest lists under ``pseudo`` the cases that only ever train (kept
+    pseudo-labelled scans, :func:`flare_helpers.preprocess.preprocess_dataset`'s
+    ``training_only``); each is drawn ``extra_weight`` times as often as a
+    case of the split. Returns ``(train_ids, None)`` when there are none, or when
+    ``extra_weight`` is 0.
+
+    Raises:
+        FlareError: the cache has no manifest.
+    """
+    manifest_path = CacheLayout(Path(cache_dir)).manifest
+    if not manifest_path.exists():
+        raise FlareError(
+            "no preprocessed cache here (run flare-preprocess or notebook 02 first)", cache_dir
+        )
+    split = set(train_ids)
+    extra = [c for c in read_json(manifest_path).get("pseudo", []) if c not in split]
+    if not extra or extra_weight == 0:
+        return list(train_ids), None
+    return [*train_ids, *extra], [1.0] * len(train_ids) + [extra_weight] * len(extra)
 
 
 def _open(path: Path) -> np.ndarray:

@@ -241,10 +241,17 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.config import load_config
         from flare_helpers.preprocess import preprocess_dataset
+        from flare_helpers.pseudolabel import pseudo_cases
 
         cfg = load_config(args.config, args.overrides)
         workers = cfg.preprocess.workers if args.workers is None else args.workers
-        summary = preprocess_dataset(args.data, args.cache, cfg, workers=workers)
+        summary = preprocess_dataset(
+            args.data,
+            args.cache,
+            cfg,
+            training_only=pseudo_cases(cfg.data.pseudo_dirs),
+            workers=workers,
+        )
         print(summary)
 
     return _run("flare-preprocess", parser, body, argv)
@@ -280,7 +287,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
         FolderLock(RunLayout(cfg.train.output_dir).lock, "run folder").check()  # before Keras
         from flare_helpers.runtime import describe_device
-        from flare_helpers.train import train
+        from flare_helpers.workflows.training import train
 
         print(describe_device())
         result = train(cfg)
@@ -484,8 +491,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         if args.model_path is not None:
             result = evaluate_model(args.model_path, args.data_path, out_dir, which=args.cases)
         elif args.ceiling:
-            from flare_helpers.ceiling import resolution_ceiling
             from flare_helpers.config import load_config
+            from flare_helpers.workflows.ceiling import resolution_ceiling
 
             result = resolution_ceiling(args.data_path, load_config(args.config))
         else:
@@ -538,7 +545,7 @@ def visualize_main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.viz.render3d import VIDEO_SIZE
-        from flare_helpers.viz.report import CASE_GROUPS, visualize_cases
+        from flare_helpers.workflows.report import CASE_GROUPS, visualize_cases
 
         group = len(args.cases) == 1 and args.cases[0] in CASE_GROUPS
         written = visualize_cases(

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 
 from flare_helpers.errors import FlareError
+from flare_helpers.fileio import write_text_atomic
+from flare_helpers.labels import DEFAULT_ORGANS, OrganSet
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class DataConfig:
     zip_path: str = "data/FLARE22Train.zip"
     data_dir: str = "data/FLARE22Train"
     cache_dir: str = "cache"
-    organs: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
+    organs: tuple[str, ...] = DEFAULT_ORGANS
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 42
@@ -485,8 +487,6 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
     for ok, message in checks:
         if not ok:
             raise FlareError(message, source)
-    from flare_helpers.labels import OrganSet
-
     try:
         OrganSet.from_names(cfg.data.organs)
     except FlareError as exc:
@@ -582,6 +582,4 @@ def print_config(cfg: Config | None = None) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved settings as YAML (atomically), e.g. into a run folder."""
-    from flare_helpers.fileio import write_text_atomic
-
     return write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

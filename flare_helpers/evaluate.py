@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from flare_helpers.cases import Case, prediction_file, prediction_path
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
+from flare_helpers.infer import load_predictor, predict_files
 from flare_helpers.labels import DEFAULT_ORGANS, NSD_TOLERANCE_MM, ORGAN_COLORS, OrganSet
 from flare_helpers.layout import EvaluationLayout
 from flare_helpers.metrics import score_case
@@ -291,8 +292,6 @@ def evaluate_model(
     on each CT's own grid; the model's own organ list is scored. ``reports`` gets
     each CT's :class:`~flare_helpers.infer.CaseReport` (windows, seconds per stage).
     """
-    from flare_helpers.infer import load_predictor, predict_files
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     predictor = load_predictor(model_path)
     cases = select_cases(data_dir, which, model_path=model_path)

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from tqdm.auto import tqdm
 
+from flare_helpers.augment import lr_swap_pairs
 from flare_helpers.cases import NIFTI_EXTENSIONS, discover_cases, nifti_files, prediction_name
 from flare_helpers.config import Config, InferConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
@@ -44,9 +44,13 @@ from flare_helpers.labels import OrganSet
 from flare_helpers.layout import RunLayout
 from flare_helpers.localize import Localizer, Region, box_on_ct, load_localizer
 from flare_helpers.localize import localized_probabilities as _localized
+from flare_helpers.model import vnet_from_config
+from flare_helpers.modelfile import check_model_file, load_model_file
 from flare_helpers.nifti import Volume, load_image, save_like
+from flare_helpers.postprocess import keep_largest_component
 from flare_helpers.preprocess import PreprocessParams, prepare_image
 from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
+from flare_helpers.runtime import resolve_precision
 from flare_helpers.sliding_window import PredictFn, mirrored
 
 
@@ -148,82 +152,6 @@ class Predictor:
         )
 
 
-#: Modules a model's config may name: Keras itself and this package's registered objects.
-TRUSTED_MODULES = ("keras", "flare_helpers")
-_CODE = "refusing to load a model that contains Python code ({}): it could run anything here"
-
-
-def _untrusted_code(node: object) -> str | None:
-    """What in a ``.keras`` config.json would run code on loading (a Lambda, a foreign module)."""
-    if isinstance(node, dict):
-        if node.get("class_name") in ("Lambda", "__lambda__"):
-            return "a Lambda layer"
-        module = node.get("module")
-        if isinstance(module, str) and module.split(".")[0] not in TRUSTED_MODULES:
-            return f"it refers to module '{module}'"
-        children = node.values()
-    elif isinstance(node, list):
-        children = node
-    else:
-        return None
-    for child in children:
-        found = _untrusted_code(child)
-        if found:
-            return found
-    return None
-
-
-def _check_model_file(path: Path) -> None:
-    """Refuse anything but a .keras archive whose config names only Keras and our layers.
-
-    Checked before Keras sees the file, so a Lambda layer is refused even where
-    ``keras.config.enable_unsafe_deserialization()`` was called (which would
-    override ``safe_mode=True``).
-    """
-    import json
-    import zipfile
-
-    if not path.exists():
-        raise FlareError("model file not found", path)
-    if path.is_dir() or path.suffix != ".keras":
-        raise FlareError("not a .keras model file", path)
-    if not zipfile.is_zipfile(path):
-        raise FlareError("not a valid .keras file (it is not a zip archive)", path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except KeyError as exc:
-        raise FlareError("not a valid .keras file (no config.json inside)", path) from exc
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise FlareError(f"not a valid .keras file ({one_line(exc)})", path) from exc
-    found = _untrusted_code(config)
-    if found:
-        raise FlareError(_CODE.format(found), path)
-
-
-def load_model_file(path: Path):
-    """A checked ``.keras`` file (:func:`_check_model_file`) loaded in safe mode, uncompiled.
-
-    Raises:
-        FlareError: one line naming the file: missing, not a model, or unloadable.
-    """
-    import keras
-
-    from flare_helpers import losses, model, train_metrics  # noqa: F401  (registers custom objects)
-
-    _check_model_file(path)
-    try:
-        # safe_mode=True explicitly: a .keras file from elsewhere must not run code
-        # (Lambda layers), even if something called enable_unsafe_deserialization().
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        if "safe_mode" in str(exc):
-            raise FlareError(_CODE.format("Keras refused it in safe mode"), path) from exc
-        raise FlareError(
-            f"cannot load the model ({type(exc).__name__}: {one_line(exc)})", path
-        ) from exc
-
-
 def load_predictor(
     model_path: str | Path, config: Config | str | Path | None = None, **infer_overrides
 ) -> Predictor:
@@ -238,10 +166,8 @@ def load_predictor(
         FlareError: missing/invalid model file, no config beside it, or a model
             whose input/output does not fit the configured grid and organs.
     """
-    from flare_helpers.runtime import resolve_precision
-
     model_path = Path(model_path)
-    _check_model_file(model_path)
+    check_model_file(model_path)
     if not isinstance(config, Config):
         config_path = Path(config) if config is not None else RunLayout(model_path.parent).config
         if not config_path.exists():
@@ -272,8 +198,6 @@ def load_predictor(
 
 def _with_precision(net, config: Config, n_classes: int, model_path: Path, precision: str):
     """The same VNet and weights computing in ``precision`` (float32 variables kept)."""
-    from flare_helpers.model import vnet_from_config
-
     policy = f"mixed_{precision}"
     try:
         fast = vnet_from_config(config.model, config.preprocess.target_shape, n_classes, policy)
@@ -285,24 +209,6 @@ def _with_precision(net, config: Config, n_classes: int, model_path: Path, preci
             model_path,
         ) from exc
     return fast
-
-
-def keep_largest_component(classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Keep, for each class 1..n_classes-1, only its largest 26-connected component (in place)."""
-    structure = np.ones((3, 3, 3), dtype=bool)
-    # One pass finds every class's bounding box; each class is then labelled inside its box.
-    boxes = ndimage.find_objects(classes, max_label=n_classes - 1)
-    for cls, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        components, count = ndimage.label(classes[box] == cls, structure=structure)
-        if count <= 1:
-            continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        drop = (components != int(np.argmax(sizes))) & (components > 0)
-        classes[box][drop] = 0
-    return classes
 
 
 def probabilities(predictor: Predictor, inputs: np.ndarray) -> np.ndarray:
@@ -321,8 +227,6 @@ def _predict_fn(predictor: Predictor) -> PredictFn:
 
     if not predictor.settings.tta:
         return plain
-    from flare_helpers.augment import lr_swap_pairs
-
     return mirrored(plain, lr_swap_pairs(predictor.organs.organs))
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flare_helpers.config import DataConfig
 from flare_helpers.errors import FlareError
 
 #: FLARE22 label id → organ name (snake_case, the names used in configs and tables).
@@ -34,8 +33,9 @@ FLARE22_LABELS: dict[int, str] = {
 }
 FLARE22_IDS: dict[str, int] = {name: label for label, name in FLARE22_LABELS.items()}
 
-#: The default training organs (``data.organs``), in class order: class 1 liver … class 4 spleen.
-DEFAULT_ORGANS: tuple[str, ...] = DataConfig.organs
+#: The four organs this series segments, in class order (class 1 liver … class 4 spleen);
+#: the default of ``data.organs`` in :mod:`flare_helpers.config`.
+DEFAULT_ORGANS: tuple[str, ...] = ("liver", "right_kidney", "left_kidney", "spleen")
 
 #: NSD tolerances in mm, per organ, as in the official FLARE22 evaluation
 #: (JunMa11/FLARE, FLARE22_DSC_NSD_Eval.py): liver 5, kidneys 3, spleen 3, and so on.

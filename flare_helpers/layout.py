@@ -27,6 +27,19 @@ LOCK_NAME = ".flare-lock.json"
 
 
 @dataclass(frozen=True)
+class ModelFiles:
+    """What one network of a run writes while it trains; the training loop
+    (:mod:`flare_helpers.train`) takes one of these, so the VNet and the
+    localiser resume, log and pick their best model the same way."""
+
+    best_model: Path
+    history: Path
+    checkpoints: Path
+    done: Path
+    tensorboard: Path
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Files of one training run folder (``train.output_dir``, may live on Google Drive)."""
 
@@ -46,29 +59,51 @@ class RunLayout:
         return self.root / "splits.json"
 
     @property
+    def vnet(self) -> ModelFiles:
+        """What the main network writes while it trains (``best.keras``, ``history.csv`` …)."""
+        return ModelFiles(
+            best_model=self.root / "best.keras",
+            history=self.root / "history.csv",
+            checkpoints=self.root / "checkpoints",
+            done=self.root / "training_done.json",
+            tensorboard=self.root / "tensorboard",
+        )
+
+    @property
+    def localizer(self) -> ModelFiles:
+        """What the organ localiser trained beside the VNet writes (``localizer.keras`` …)."""
+        return ModelFiles(
+            best_model=self.root / "localizer.keras",
+            history=self.root / "localizer_history.csv",
+            checkpoints=self.root / "localizer_checkpoints",
+            done=self.root / "localizer_done.json",
+            tensorboard=self.root / "tensorboard" / "localizer",
+        )
+
+    @property
     def history(self) -> Path:
-        """Every metric of every epoch (CSV)."""
-        return self.root / "history.csv"
+        """Every metric of every epoch of the VNet (CSV)."""
+        return self.vnet.history
 
     @property
     def best_model(self) -> Path:
-        """Best model by validation mean Dice (train mean Dice without a val split)."""
-        return self.root / "best.keras"
+        """Best VNet by validation mean Dice (train mean Dice without a val split)."""
+        return self.vnet.best_model
 
     @property
     def checkpoints(self) -> Path:
-        """``epoch_NNNN.keras``: weights and optimizer state of the last finished epoch."""
-        return self.root / "checkpoints"
+        """``epoch_NNNN.keras``: the VNet's weights and optimizer state of the last finished epoch."""
+        return self.vnet.checkpoints
 
     @property
     def done(self) -> Path:
-        """Written when all epochs (or early stopping) completed."""
-        return self.root / "training_done.json"
+        """Written when all of the VNet's epochs (or early stopping) completed."""
+        return self.vnet.done
 
     @property
     def tensorboard(self) -> Path:
         """TensorBoard logs (``train.tensorboard``)."""
-        return self.root / "tensorboard"
+        return self.vnet.tensorboard
 
     @property
     def lock(self) -> Path:
@@ -78,17 +113,17 @@ class RunLayout:
     @property
     def localizer_model(self) -> Path:
         """The organ localiser trained beside the VNet."""
-        return self.root / "localizer.keras"
+        return self.localizer.best_model
 
     @property
     def localizer_checkpoints(self) -> Path:
         """Resume checkpoints of the localiser."""
-        return self.root / "localizer_checkpoints"
+        return self.localizer.checkpoints
 
     @property
     def localizer_history(self) -> Path:
         """The localiser's training history (CSV)."""
-        return self.root / "localizer_history.csv"
+        return self.localizer.history
 
     @property
     def evaluation_dir(self) -> Path:

@@ -16,11 +16,13 @@ adds them to the running sum), until no organ touches an inner face.
 
 Training uses the run's own cache: each fine cached case is resampled once to
 the coarse grid into ``<cache_dir>/localizer/cases/<case_id>/`` (a few hundred
-KB per case, rebuilt when its fine entry changes), so the project's
-``FlareDataset``, loss, metrics, checkpoints and history serve the localiser
-unchanged. The run folder gets ``localizer.keras`` (best by validation mean
-Dice), ``localizer_checkpoints/`` and ``localizer_history.csv``; a rerun
-resumes at the last finished epoch. Resize-mode runs have no localiser.
+KB per case, rebuilt when its fine entry changes, :func:`build_coarse_cache`),
+and :func:`localizer_training_config` turns the run's settings into the
+localiser's, so the one training loop (:mod:`flare_helpers.train`) trains it
+exactly as it trains the VNet. The run folder gets ``localizer.keras`` (best by
+validation mean Dice), ``localizer_checkpoints/``, ``localizer_history.csv`` and
+``localizer_done.json``; a rerun resumes at the last finished epoch. Resize-mode
+runs have no localiser.
 
 Arrays are (X, Y, Z) in canonical RAS order; boxes are three slices.
 """
@@ -41,6 +43,8 @@ from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
 from flare_helpers.layout import CacheLayout, RunLayout
+from flare_helpers.modelfile import load_model_file
+from flare_helpers.postprocess import keep_largest_component
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
 from flare_helpers.sliding_window import (
     Box,
@@ -113,25 +117,13 @@ def build_coarse_cache(cfg: Config, case_ids: Sequence[str], *, progress: bool =
 # --------------------------------------------------------------------------- training
 
 
-@dataclass(frozen=True)
-class LocalizerResult:
-    """Outcome of :func:`train_localizer`."""
-
-    model: Path
-    history_csv: Path
-    epochs_completed: int
-    best_epoch: int
-    best_value: float
-    monitor: str
-
-
 def localizer_training_config(cfg: Config) -> Config:
     """The run's settings with the localiser's grid, network and optimiser in their place.
 
-    With them the main model's :func:`~flare_helpers.train.build_and_compile` and
-    :func:`~flare_helpers.train.make_datasets` build the localiser and its batches.
-    It trains on the labelled training split only (pseudo-labelled cases have no
-    coarse copy).
+    With them the one training loop (:func:`flare_helpers.train.train_network`)
+    builds the localiser, its batches and its callbacks. It trains on the labelled
+    training split only (pseudo-labelled cases have no coarse copy), from scratch,
+    with no time limit of its own.
     """
     loc = cfg.localizer
     return cfg.replace(
@@ -156,103 +148,9 @@ def localizer_training_config(cfg: Config) -> Config:
             "patches_per_case": 1,
             "distribution": "none",
             "early_stopping_patience": 0,
+            "time_limit_minutes": 0.0,
         },
-    )
-
-
-def _paths(run_dir: Path) -> RunLayout:
-    return RunLayout(run_dir)
-
-
-def train_localizer(
-    cfg: Config, splits: dict[str, list[str]] | None = None, *, progress: bool = True
-) -> LocalizerResult | None:
-    """Train (or resume, or report) the run's localiser; None where the run has none.
-
-    Spacing-mode runs with ``localizer.enabled`` only. ``splits`` defaults to the
-    run folder's ``splits.json``, else the cache's split (as :func:`train.train` does).
-
-    Raises:
-        FlareError: no cache, an empty training split, or a resume checkpoint that
-            does not fit the ``localizer:`` settings.
-    """
-    import keras
-
-    from flare_helpers import callbacks as cb
-    from flare_helpers.splits import read_splits
-    from flare_helpers.train import (
-        build_and_compile,
-        make_datasets,
-        prepare_data,
-        set_determinism,
-    )
-
-    if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled:
-        return None
-    paths = _paths(Path(cfg.train.output_dir))
-    epochs = cfg.localizer.epochs
-    latest = cb.latest_checkpoint(paths.localizer_checkpoints)
-    history = cb.HistoryLog(paths.localizer_history, latest[0] if latest else 0)
-    monitor = "val_mean_dice" if any("val_mean_dice" in r for r in history.rows) else "mean_dice"
-    if latest is not None and latest[0] >= epochs and paths.localizer_model.exists():
-        return _result(paths, history, monitor)
-
-    if paths.splits.exists():
-        splits = read_splits(paths.splits)
-    elif splits is None:
-        splits = prepare_data(cfg, progress=progress)
-    if not splits["train"]:
-        raise FlareError("the training split is empty", paths.splits)
-    monitor = "val_mean_dice" if splits["val"] else "mean_dice"
-    build_coarse_cache(cfg, [*splits["train"], *splits["val"]], progress=progress)
-    loc_cfg = localizer_training_config(cfg)
-    paths.root.mkdir(parents=True, exist_ok=True)
-
-    keras.backend.clear_session()
-    set_determinism(cfg.train.seed, cfg.train.deterministic)
-    model = build_and_compile(loc_cfg, OrganSet.from_names(cfg.data.organs).n_classes)
-    initial_epoch = 0
-    if latest is not None:
-        initial_epoch, checkpoint = latest
-        model.optimizer.build(model.trainable_variables)
-        try:
-            model.load_weights(checkpoint)
-        except Exception as exc:
-            raise FlareError(
-                "this localiser checkpoint does not fit the localizer: settings; delete "
-                "localizer_checkpoints/ to train it again",
-                checkpoint,
-            ) from exc
-    train_data, val_data = make_datasets(loc_cfg, splits, initial_epoch=initial_epoch)
-    callbacks: list = [history, cb.BestCheckpoint(paths.localizer_model, history, monitor)]
-    if progress:
-        callbacks.append(cb.TqdmProgress(epochs))
-    callbacks.append(cb.ResumeCheckpoint(paths.localizer_checkpoints))
-    if initial_epoch < epochs:
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,
-            callbacks=callbacks,
-            verbose=0 if progress else 2,
-        )
-    keras.backend.clear_session()
-    return _result(paths, history, monitor)
-
-
-def _result(paths, history, monitor: str) -> LocalizerResult:
-    best = history.best(monitor)
-    if best is None:
-        raise FlareError(f"localiser training logged no '{monitor}' values", history.path)
-    return LocalizerResult(
-        model=paths.localizer_model,
-        history_csv=paths.localizer_history,
-        epochs_completed=int(history.rows[-1]["epoch"]) + 1,
-        best_epoch=best[0] + 1,
-        best_value=best[1],
-        monitor=monitor,
+        pseudo={"init_from": ""},
     )
 
 
@@ -314,8 +212,6 @@ def region_from_classes(
     far away does not stretch the box. Coarse voxel ``i`` of ``m`` covers fine
     voxels ``[i·n/m, (i+1)·n/m)`` (the edge-aligned grids of :mod:`resample`).
     """
-    from flare_helpers.infer import keep_largest_component
-
     classes = keep_largest_component(np.array(coarse, dtype=np.uint8), n_classes)
     organs: dict[int, Box] = {}
     for cls, found in enumerate(ndimage.find_objects(classes, max_label=n_classes - 1), 1):
@@ -431,9 +327,7 @@ def load_localizer(run_dir: str | Path, cfg: Config) -> Localizer | None:
         FlareError: the file is corrupt or does not fit the run's ``localizer:``
             settings and organs (one line naming the file).
     """
-    from flare_helpers.infer import load_model_file
-
-    path = _paths(Path(run_dir)).localizer_model
+    path = RunLayout(Path(run_dir)).localizer_model
     if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled or not path.exists():
         return None
     net = load_model_file(path)

@@ -48,8 +48,10 @@ from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path, read_json, remove_stale_temps, write_json_atomic
 from flare_helpers.labels import OrganSet
 from flare_helpers.layout import CacheLayout
+from flare_helpers.lock import FolderLock
 from flare_helpers.nifti import Volume, load_case
 from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
+from flare_helpers.splits import load_or_make_splits
 
 CACHE_VERSION = 2
 _HASH_CHUNK = 1 << 22
@@ -306,7 +308,7 @@ def build_cache(
 ) -> dict:
     """Fill or update the cache for every labelled case in ``data_dir``; return the manifest.
 
-    ``pseudo`` cases (kept pseudo-labelled ones, :func:`flare_helpers.pseudolabel.pseudo_cases`)
+    ``pseudo`` cases (training-only ones, e.g. kept pseudo-labelled scans)
     are cached the same way and listed in the manifest under ``pseudo``.
 
     Entries whose source files and parameters are unchanged are kept as they
@@ -430,33 +432,35 @@ def preprocess_dataset(
     cache_dir: str | Path,
     cfg: Config,
     *,
+    training_only: Sequence[Case] = (),
     workers: int | None = None,
     progress: bool = True,
 ) -> CacheSummary:
     """Bring the cache up to date and make (or reuse) the train/val/test split.
 
     This is the one call behind ``flare-preprocess``, notebook 02 and the
-    start of training. It holds the cache's lock meanwhile: a second process
+    start of training. ``training_only`` cases (e.g. kept pseudo-labelled scans) are
+    cached too and listed in the manifest under ``pseudo``: they never enter the
+    split, only training. It holds the cache's lock meanwhile: a second process
     updating the same cache is refused (:mod:`flare_helpers.lock`).
 
     Raises:
         FlareError: the cache is in use, or :func:`build_cache`'s errors.
     """
-    from flare_helpers.lock import FolderLock
-
     with FolderLock(CacheLayout(cache_dir).lock, "cache"):
-        return _update_cache(data_dir, cache_dir, cfg, workers, progress)
+        return _update_cache(data_dir, cache_dir, cfg, training_only, workers, progress)
 
 
 def _update_cache(
-    data_dir: str | Path, cache_dir: str | Path, cfg: Config, workers: int | None, progress: bool
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    cfg: Config,
+    pseudo: Sequence[Case],
+    workers: int | None,
+    progress: bool,
 ) -> CacheSummary:
-    from flare_helpers.pseudolabel import pseudo_cases
-    from flare_helpers.splits import load_or_make_splits
-
     params = PreprocessParams.from_config(cfg)
     workers = cfg.preprocess.workers if workers is None else workers
-    pseudo = pseudo_cases(cfg.data.pseudo_dirs)
     manifest = build_cache(
         data_dir, cache_dir, params, workers=workers, progress=progress, pseudo=pseudo
     )

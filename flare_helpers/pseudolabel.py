@@ -16,10 +16,11 @@ reason and the others go on. Selection (``pseudo.min_confidence``, top
 ``pseudo.keep_fraction``) runs over all finished cases at the end, so a rerun
 with other thresholds only moves files.
 
-For training, ``data.pseudo_dirs: [P, …]`` adds the kept cases to the cache
-(:func:`pseudo_cases`; the manifest lists them under ``pseudo``) and to the
-training set only, drawn ``pseudo.sample_weight`` times as often as a labelled
-case (:func:`training_cases`). The split of the labelled cases is unchanged.
+For training, ``data.pseudo_dirs: [P, …]`` names the folders whose kept cases
+(:func:`pseudo_cases`) the training workflow hands to preprocessing as
+training-only cases, drawn ``pseudo.sample_weight`` times as often as a
+labelled case. The split of the labelled cases is unchanged. The teacher →
+pseudo-labels → student round is :mod:`flare_helpers.workflows.pseudo_round`.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from flare_helpers.cases import Case, discover_cases, prediction_path
-from flare_helpers.config import Config, PseudoConfig
+from flare_helpers.confidence import ProbabilityRecorder, case_confidence
+from flare_helpers.config import PseudoConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import atomic_path, remove_stale_temps, write_text_atomic
+from flare_helpers.infer import load_predictor, predict_volume
 from flare_helpers.layout import RunLayout
-from flare_helpers.unlabelled import ScanSource, copy_scan
+from flare_helpers.nifti import load_image, load_label, save_like
+from flare_helpers.postprocess import keep_largest_component
+from flare_helpers.unlabelled import ScanSource, copy_scan, list_scans, scan_file
 
 CONFIDENCE_CSV = "confidence.csv"
 COLUMNS = (
@@ -179,11 +185,6 @@ def pseudolabel(
     Raises:
         FlareError: bad model, missing input, or no scan at all could be predicted.
     """
-    from flare_helpers.confidence import ProbabilityRecorder, case_confidence
-    from flare_helpers.infer import keep_largest_component, load_predictor, predict_volume
-    from flare_helpers.nifti import load_image, save_like
-    from flare_helpers.unlabelled import list_scans, scan_file
-
     source = list_scans(images, max_cases=max_cases, first=first, last=last)
     settings = settings or teacher_settings(model_path)
     layout = PseudoLayout(Path(out_dir))
@@ -241,8 +242,6 @@ def pseudolabel(
 
 def teacher_settings(model_path: str | Path) -> PseudoConfig:
     """The ``pseudo`` section of the teacher run's ``config.yaml`` (defaults without one)."""
-    from flare_helpers.config import load_run_config
-
     config_path = RunLayout(Path(model_path).parent).config
     return load_run_config(config_path).pseudo if config_path.exists() else PseudoConfig()
 
@@ -281,9 +280,6 @@ def finalize(
 
 def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
     """One pseudo-labelled case for viewing: ``(CT, its prediction)`` as canonical Volumes."""
-    from flare_helpers.nifti import load_image, load_label
-    from flare_helpers.unlabelled import list_scans, scan_file
-
     layout = PseudoLayout(Path(out_dir))
     source = list_scans(images)
     scans = {s.case_id: s for s in source.scans}
@@ -296,8 +292,6 @@ def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
 
 def confidence_table(rows: dict[str, dict]):
     """``confidence.csv`` rows as a DataFrame indexed by case, numbers as numbers."""
-    import pandas as pd
-
     table = pd.DataFrame.from_dict(rows, orient="index").drop(columns="case_id", errors="ignore")
     for column in ("confidence", "mean_probability", "component_share", "organs_found", "seconds"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
@@ -335,155 +329,3 @@ def pseudo_cases(pseudo_dirs: Sequence[str | Path]) -> list[Case]:
                 raise FlareError(f"pseudo-labelled case {case.case_id} is in two folders", folder)
             cases[case.case_id] = case
     return [cases[c] for c in sorted(cases)]
-
-
-def training_cases(
-    train_ids: Sequence[str], manifest: dict, settings: PseudoConfig
-) -> tuple[list[str], list[float] | None]:
-    """Training case ids (labelled, then pseudo-labelled) and their sampling weights.
-
-    Returns ``(train_ids, None)`` when the cache holds no pseudo-labelled cases.
-    """
-    pseudo = [c for c in manifest.get("pseudo", []) if c not in set(train_ids)]
-    if not pseudo or settings.sample_weight == 0:
-        return list(train_ids), None
-    ids = [*train_ids, *pseudo]
-    return ids, [1.0] * len(train_ids) + [settings.sample_weight] * len(pseudo)
-
-
-def init_student(model, cfg: Config) -> bool:
-    """Load ``pseudo.init_from`` (a teacher's ``.keras``) weights into a fresh model.
-
-    Returns True when weights were loaded.
-
-    Raises:
-        FlareError: the teacher file is bad or its architecture differs.
-    """
-    if not cfg.pseudo.init_from:
-        return False
-    from flare_helpers.infer import load_predictor
-
-    path = Path(cfg.pseudo.init_from)
-    teacher = load_predictor(path).model
-    try:
-        model.set_weights(teacher.get_weights())
-    except ValueError as exc:
-        raise FlareError(
-            f"the teacher's architecture differs from model: ({one_line(exc)})", path
-        ) from exc
-    return True
-
-
-# --------------------------------------------------------------------------- rounds
-
-
-@dataclass(frozen=True)
-class RoundPaths:
-    """Where round ``r`` (1, 2, …) of teacher → student keeps its files: ``work_dir/pseudo/round<r>``."""
-
-    root: Path
-
-    @property
-    def pseudo_dir(self) -> Path:
-        """The pseudo-label folder ``P`` of this round."""
-        return self.root / "pseudolabels"
-
-    @property
-    def run_dir(self) -> Path:
-        """The student's run folder."""
-        return self.root / "student"
-
-    @property
-    def model_path(self) -> Path:
-        return RunLayout(self.run_dir).best_model
-
-
-def round_paths(work_dir: str | Path, round_number: int) -> RoundPaths:
-    """Paths of one round below the series' working folder."""
-    return RoundPaths(Path(work_dir) / "pseudo" / f"round{round_number}")
-
-
-def student_config(
-    cfg: Config, teacher: str | Path, paths: RoundPaths, from_teacher: bool
-) -> Config:
-    """The student's settings: ``cfg`` plus this round's pseudo-labels and run folder.
-
-    The labelled data, cache, split, preprocessing and architecture stay the
-    teacher's; ``from_teacher`` starts the student from the teacher's weights
-    (``pseudo.init_from``).
-    """
-    return cfg.replace(
-        data={"pseudo_dirs": [str(paths.pseudo_dir)]},
-        train={"output_dir": str(paths.run_dir)},
-        pseudo={"init_from": str(teacher) if from_teacher else ""},
-    )
-
-
-def run_round(
-    cfg: Config,
-    teacher: str | Path,
-    images: str | Path,
-    paths: RoundPaths,
-    *,
-    from_teacher: bool = False,
-    max_cases: int = 0,
-    progress: bool = True,
-):
-    """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student trains.
-
-    Both steps resume where they stopped. Returns ``(PseudoResult, TrainResult)``.
-    """
-    from flare_helpers.train import train
-
-    labelled = pseudolabel(
-        teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
-    )
-    trained = train(student_config(cfg, teacher, paths, from_teacher), progress=progress)
-    return labelled, trained
-
-
-def compare_models(
-    models: dict[str, str | Path],
-    data_dir: str | Path,
-    out_dir: str | Path,
-    case_ids: Sequence[str],
-):
-    """Mean DSC and NSD per organ of each model on the same labelled cases (a DataFrame).
-
-    Each model's predictions and per-case scores go to ``out_dir/<name>/``.
-    """
-    import pandas as pd
-
-    from flare_helpers.evaluate import evaluate_model, write_report
-
-    columns = {}
-    for name, model_path in models.items():
-        result = evaluate_model(model_path, data_dir, Path(out_dir) / name, which=list(case_ids))
-        write_report(result, Path(out_dir) / name)
-        summary = result.summary().set_index("organ")
-        columns[f"{name} DSC"] = summary["dsc_mean"]
-        columns[f"{name} NSD"] = summary["nsd_mean"]
-    return pd.DataFrame(columns)
-
-
-def plot_comparison(table):
-    """Grouped bars: mean DSC per organ, one bar per model (from :func:`compare_models`).
-
-    A Figure not registered with pyplot, as the ``viz`` figures: Jupyter shows it once.
-    """
-    from matplotlib.figure import Figure
-
-    dsc = table[[c for c in table.columns if c.endswith(" DSC")]]
-    fig = Figure(figsize=(7, 3.2), dpi=100)
-    ax = fig.subplots()
-    width = 0.8 / len(dsc.columns)
-    for k, column in enumerate(dsc.columns):
-        xs = [i + k * width for i in range(len(dsc))]
-        ax.bar(xs, dsc[column], width, label=column.removesuffix(" DSC"))
-    ax.set_xticks([i + width * (len(dsc.columns) - 1) / 2 for i in range(len(dsc))])
-    ax.set_xticklabels([str(o).replace("_", " ") for o in dsc.index])
-    ax.set_ylabel("mean DSC (held-out cases)")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    return fig

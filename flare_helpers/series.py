@@ -15,8 +15,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flare_helpers.cases import discover_cases
 from flare_helpers.config import Config, load_config
 from flare_helpers.errors import FlareError
+from flare_helpers.extract import extract_zip
 from flare_helpers.layout import SeriesLayout
 
 
@@ -85,9 +87,6 @@ def ensure_data(paths: SeriesLayout, zip_path: str | Path, *, progress: bool = T
         FlareError: neither the extracted data nor the zip is there (one line
             saying what to run).
     """
-    from flare_helpers.cases import discover_cases
-    from flare_helpers.extract import extract_zip
-
     zip_path = Path(zip_path)
     if zip_path.is_file():
         return extract_zip(zip_path, paths.data_root, progress=progress)

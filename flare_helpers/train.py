@@ -1,35 +1,43 @@
-"""Training: config → cache → streaming datasets → VNet → fit, resumable after a crash.
+"""The training loop: one for every network of the package (the VNet and the localiser).
 
-A run folder (``train.output_dir``, which may live on Google Drive) holds the
-resolved ``config.yaml``, the ``splits.json`` the model was trained with, the
-``history.csv`` of every epoch, ``best.keras``, the resume ``checkpoints/``,
-in spacing mode the organ localiser (``localizer.keras``, trained first by
-:mod:`flare_helpers.localize`) and, once finished, ``training_done.json`` (all
-named in :class:`flare_helpers.layout.RunLayout`).
+Given a config, a cache and the files one network writes in a run folder
+(:class:`flare_helpers.layout.ModelFiles`), it builds the network, streams
+batches from the cache, fits, and records each epoch atomically: the
+``history`` CSV, the best model by validation mean Dice, and a resume
+checkpoint. Running it again resumes from the newest checkpoint with the same
+optimizer state, shuffling order and augmentation draws; a finished network is
+not retrained.
 
-Running the same command again resumes from the newest checkpoint with the
-same optimizer state, shuffling order and augmentation draws; a finished run
-is not retrained.
+A run folder (``train.output_dir``, which may live on Google Drive) is opened
+once for all its networks (:func:`open_run_folder`): its lock, the resolved
+``config.yaml`` and the ``splits.json`` the models are trained with. How the
+cache gets filled is the caller's business (a function passed in); what
+trains in the folder, and in what order, is the workflow's
+(:mod:`flare_helpers.workflows.training`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from flare_helpers import callbacks as cb
-from flare_helpers import localize
+from flare_helpers.batches import FlareDataset, weighted_training_cases
 from flare_helpers.config import Config, load_run_config, save_config
-from flare_helpers.errors import FlareError
+from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import read_json, write_json_atomic
 from flare_helpers.labels import OrganSet
-from flare_helpers.layout import CacheLayout, RunLayout
+from flare_helpers.layout import ModelFiles, RunLayout
 from flare_helpers.lock import FolderLock
-from flare_helpers.preprocess import PreprocessParams, preprocess_dataset, read_manifest
+from flare_helpers.losses import DiceCELoss
+from flare_helpers.model import vnet_from_config
+from flare_helpers.modelfile import load_model_file
 from flare_helpers.splits import read_splits
+from flare_helpers.train_metrics import training_metrics
 
 #: Sections that must match to resume a run (the rest, e.g. epochs, may change).
 _FIXED_SECTIONS = ("data.organs", "preprocess", "model")
@@ -37,7 +45,7 @@ _FIXED_SECTIONS = ("data.organs", "preprocess", "model")
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :func:`train`."""
+    """Outcome of :func:`train_network` (the VNet's or the localiser's)."""
 
     run_dir: Path
     best_model: Path
@@ -73,22 +81,6 @@ def _check_same_run(paths: RunLayout, cfg: Config) -> None:
             )
 
 
-def prepare_data(cfg: Config, *, progress: bool = True) -> dict[str, list[str]]:
-    """Make sure the cache is current and return the split.
-
-    With the raw data present the cache is brought up to date (cheap when it
-    already is). Without it (e.g. a Colab runtime that lost its local disk)
-    an existing cache built with the same settings is used as it is.
-    """
-    params = PreprocessParams.from_config(cfg)
-    cache = Path(cfg.data.cache_dir)
-    if Path(cfg.data.data_dir).exists():
-        preprocess_dataset(cfg.data.data_dir, cache, cfg, progress=progress)
-    else:
-        read_manifest(cache, params)
-    return read_splits(CacheLayout(cache).splits)
-
-
 def _strategy(cfg: Config):
     """Context in which to build and compile, for the configured distribution."""
     name = cfg.train.distribution
@@ -100,7 +92,7 @@ def _strategy(cfg: Config):
             raise FlareError(
                 f"train.distribution={name} needs the TensorFlow backend (have {backend})"
             )
-        import tensorflow as tf
+        import tensorflow as tf  # only the TensorFlow backend has these strategies
 
         strategy = (
             tf.distribute.MirroredStrategy()
@@ -118,15 +110,13 @@ def set_determinism(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; on TensorFlow optionally force deterministic ops."""
     keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # the TensorFlow backend only
 
         tf.config.experimental.enable_op_determinism()
 
 
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """Soft Dice + cross-entropy with the configured weights (``train.dice_weight`` …)."""
-    from flare_helpers.losses import DiceCELoss
-
     return DiceCELoss(
         dice_weight=cfg.train.dice_weight,
         ce_weight=cfg.train.ce_weight,
@@ -137,9 +127,6 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
 
 def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
-    from flare_helpers.model import vnet_from_config
-    from flare_helpers.train_metrics import training_metrics
-
     precision = cfg.train.mixed_precision
     dtype = None if precision == "none" else precision
     model = vnet_from_config(cfg.model, cfg.preprocess.target_shape, n_classes, dtype=dtype)
@@ -174,8 +161,6 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     Returns:
         ``(train, val)``; ``val`` is None when the split has no validation cases.
     """
-    from flare_helpers.batches import FlareDataset
-
     organs = OrganSet.from_names(cfg.data.organs)
     common = {
         "cache_dir": cfg.data.cache_dir,
@@ -186,12 +171,10 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     if cfg.preprocess.mode == "spacing":
         common["patch_shape"] = cfg.preprocess.target_shape
         common["patches_per_case"] = cfg.train.patches_per_case
-    from flare_helpers.pseudolabel import training_cases
-
     train_ids, weights = list(splits["train"]), None
     if cfg.data.pseudo_dirs:
-        train_ids, weights = training_cases(
-            splits["train"], read_manifest(cfg.data.cache_dir), cfg.pseudo
+        train_ids, weights = weighted_training_cases(
+            cfg.data.cache_dir, splits["train"], cfg.pseudo.sample_weight
         )
     train_data = FlareDataset(
         case_ids=train_ids,
@@ -220,12 +203,87 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
 
 
 @dataclass
-class TrainingRun:
-    """A run folder opened for training by :func:`prepare_run`; it holds the folder's lock.
+class RunFolder:
+    """A run folder opened by :func:`open_run_folder`; it holds the folder's lock.
 
     Attributes:
         layout: the run folder's files.
-        splits: the split this run trains on (the run folder's copy once written).
+        splits: the split its networks train on (the folder's copy once written).
+        finished: the saved summary of a run whose VNet is already trained to
+            ``train.epochs`` (then the data was not touched), else None.
+    """
+
+    layout: RunLayout
+    lock: FolderLock
+    splits: dict[str, list[str]]
+    finished: dict | None = None
+
+    def __str__(self) -> str:
+        if self.finished is not None:
+            return (
+                f"{self.layout.root}: already trained ({self.finished['epochs_completed']} epochs)"
+            )
+        parts = ", ".join(f"{name} {len(ids)}" for name, ids in self.splits.items())
+        return f"{self.layout.root}: split {parts}"
+
+    def close(self) -> None:
+        """Give the run folder's lock back."""
+        self.lock.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_run_folder(
+    cfg: Config, prepare_data: Callable[[], dict[str, list[str]]], *, what: str = "run folder"
+) -> RunFolder:
+    """Open ``train.output_dir`` for training: lock it, bring the data up to date, save settings.
+
+    Takes the folder's lock (a second writer is refused; see
+    :mod:`flare_helpers.lock`), refuses a folder holding a different model or
+    preprocessing, calls ``prepare_data`` (which fills the cache and returns its
+    split), and saves the resolved ``config.yaml`` and, once, the split: a resumed
+    run keeps the split it started with. A finished run is only reported.
+
+    Raises:
+        FlareError: the folder is in use or holds another run, ``prepare_data``'s
+            errors, or an empty training split.
+    """
+    layout = RunLayout(Path(cfg.train.output_dir))
+    lock = FolderLock(layout.lock, what).acquire()
+    try:
+        _check_same_run(layout, cfg)
+        done = layout.vnet.done
+        if done.exists() and read_json(done).get("epochs") == cfg.train.epochs:
+            splits = (
+                read_splits(layout.splits)
+                if layout.splits.exists()
+                else {name: [] for name in ("train", "val", "test")}
+            )
+            return RunFolder(layout, lock, splits, finished=read_json(done))
+        cache_splits = prepare_data()
+        splits = read_splits(layout.splits) if layout.splits.exists() else cache_splits
+        save_config(cfg, layout.config)
+        if not layout.splits.exists():
+            write_json_atomic(layout.splits, splits)
+        if not splits["train"]:
+            raise FlareError("the training split is empty", layout.splits)
+        return RunFolder(layout, lock, splits)
+    except BaseException:
+        lock.release()  # also removes the folder if the lock made it and nothing was written
+        raise
+
+
+@dataclass
+class TrainingRun:
+    """Where one network's training stands in its run folder (:func:`prepare_run`).
+
+    Attributes:
+        files: what this network writes (:attr:`RunLayout.vnet` or :attr:`RunLayout.localizer`).
+        splits: the split it trains on.
         monitor: the metric that picks the best model (``val_mean_dice``, or
             ``mean_dice`` without validation cases).
         initial_epoch: epochs already completed (the newest resume checkpoint).
@@ -233,11 +291,10 @@ class TrainingRun:
             there is nothing left to train (finished, or stopped early).
         history: the history log, holding the rows of the completed epochs.
         checkpoint: the resume checkpoint to restore, if any.
-        finished: the saved summary of a run already trained to ``train.epochs``.
+        finished: the saved summary of a network already trained to ``train.epochs``.
     """
 
-    layout: RunLayout
-    lock: FolderLock
+    files: ModelFiles
     splits: dict[str, list[str]]
     monitor: str
     initial_epoch: int
@@ -248,85 +305,51 @@ class TrainingRun:
     replicas: int = 1
     time_limit: cb.TimeLimit | None = None
 
+    @property
+    def to_train(self) -> bool:
+        """Whether epochs are left to train."""
+        return self.finished is None and self.initial_epoch < self.epochs
+
     def __str__(self) -> str:
+        name = self.files.best_model.name
         if self.finished is not None:
-            return (
-                f"{self.layout.root}: already trained ({self.finished['epochs_completed']} epochs)"
-            )
+            return f"{name}: already trained ({self.finished['epochs_completed']} epochs)"
         if self.initial_epoch >= self.epochs:
-            return f"{self.layout.root}: stopped early at epoch {self.initial_epoch}"
+            return f"{name}: stopped early at epoch {self.initial_epoch}"
         start = "resuming" if self.initial_epoch else "starting"
         return (
-            f"{self.layout.root}: {start} at epoch {self.initial_epoch + 1} of {self.epochs}; "
+            f"{name}: {start} at epoch {self.initial_epoch + 1} of {self.epochs}; "
             f"best model by {self.monitor}"
         )
 
-    def close(self) -> None:
-        """Give the run folder's lock back (:func:`finish_run` does it)."""
-        self.lock.release()
 
+def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) -> TrainingRun:
+    """Where the network of ``files`` stands: finished, or the epoch and checkpoint to resume from.
 
-def prepare_run(cfg: Config, *, progress: bool = True) -> TrainingRun:
-    """Open the run folder for training: lock it, bring the data up to date, save settings.
-
-    Takes the run folder's lock (a second writer is refused; see
-    :mod:`flare_helpers.lock`), refuses a folder holding a different model or
-    preprocessing, brings the cache up to date (:func:`prepare_data`), and saves the
-    resolved ``config.yaml`` and, once, the split. A finished run is only reported.
-
-    Raises:
-        FlareError: the folder is in use or holds another run, no data/cache, or an
-            empty training split.
+    ``cfg.train.epochs`` is this network's budget (the localiser's settings come in
+    as a config of their own, :func:`flare_helpers.localize.localizer_training_config`).
     """
-    layout = RunLayout(Path(cfg.train.output_dir))
-    lock = FolderLock(layout.lock, "run folder").acquire()
-    try:
-        return _open_run(cfg, layout, lock, progress)
-    except BaseException:
-        lock.release()  # also removes the folder if the lock made it and nothing was written
-        raise
-
-
-def _open_run(cfg: Config, layout: RunLayout, lock: FolderLock, progress: bool) -> TrainingRun:
-    _check_same_run(layout, cfg)
-    if layout.done.exists() and read_json(layout.done).get("epochs") == cfg.train.epochs:
-        done = read_json(layout.done)
+    if files.done.exists() and read_json(files.done).get("epochs") == cfg.train.epochs:
+        done = read_json(files.done)
         completed = int(done["epochs_completed"])
-        splits = (
-            read_splits(layout.splits)
-            if layout.splits.exists()
-            else {name: [] for name in ("train", "val", "test")}
-        )
-        history = cb.HistoryLog(layout.history, completed)
-        checkpoint = cb.latest_checkpoint(layout.checkpoints)
+        checkpoint = cb.latest_checkpoint(files.checkpoints)
         return TrainingRun(
-            layout,
-            lock,
+            files,
             splits,
             str(done["monitor"]),
             completed,
             completed,
-            history,
+            cb.HistoryLog(files.history, completed),
             checkpoint[1] if checkpoint is not None else None,
             finished=done,
         )
-
-    cache_splits = prepare_data(cfg, progress=progress)
-    # A resumed run keeps the split it started with, whatever the cache holds now.
-    splits = read_splits(layout.splits) if layout.splits.exists() else cache_splits
-    save_config(cfg, layout.config)
-    if not layout.splits.exists():
-        write_json_atomic(layout.splits, splits)
-    if not splits["train"]:
-        raise FlareError("the training split is empty", layout.splits)
     monitor = "val_mean_dice" if splits["val"] else "mean_dice"
-    latest = cb.latest_checkpoint(layout.checkpoints)
+    latest = cb.latest_checkpoint(files.checkpoints)
     initial_epoch = latest[0] if latest is not None else 0
-    history = cb.HistoryLog(layout.history, initial_epoch)
+    history = cb.HistoryLog(files.history, initial_epoch)
     more = initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg)
     return TrainingRun(
-        layout,
-        lock,
+        files,
         splits,
         monitor,
         initial_epoch,
@@ -336,12 +359,33 @@ def _open_run(cfg: Config, layout: RunLayout, lock: FolderLock, progress: bool) 
     )
 
 
+def load_initial_weights(model: keras.Model, path: str | Path) -> None:
+    """Start ``model`` from the weights of another ``.keras`` file of the same architecture
+    (``pseudo.init_from``: a student fine-tuned from its teacher).
+
+    Raises:
+        FlareError: the file is bad or its architecture differs.
+    """
+    path = Path(path)
+    source = load_model_file(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise FlareError(
+            f"the architecture of this model differs from model: ({one_line(exc)})", path
+        ) from exc
+
+
 def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
-    """The compiled VNet (:func:`build_and_compile`), restored from the run's newest checkpoint.
+    """The compiled network (:func:`build_and_compile`), restored from its newest checkpoint.
 
     Seeds everything first (``train.seed``), builds under the configured
     distribution, and loads weights and optimizer state of the last finished
-    epoch, so a resumed run goes on exactly where it stopped.
+    epoch, so a resumed run goes on exactly where it stopped. A fresh network
+    starts from ``pseudo.init_from`` where set.
+
+    Raises:
+        FlareError: the checkpoint does not fit the model settings.
     """
     organs = OrganSet.from_names(cfg.data.organs)
     keras.backend.clear_session()
@@ -351,12 +395,18 @@ def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
     run.replicas = _replicas(model)
     _check_replicas(run.replicas, cfg, run.splits)
     if run.checkpoint is None:
-        from flare_helpers.pseudolabel import init_student
-
-        init_student(model, cfg)  # pseudo.init_from: a student starts from its teacher
-    else:
-        model.optimizer.build(model.trainable_variables)
+        if cfg.pseudo.init_from:
+            load_initial_weights(model, cfg.pseudo.init_from)
+        return model
+    model.optimizer.build(model.trainable_variables)
+    try:
         model.load_weights(run.checkpoint)
+    except Exception as exc:
+        raise FlareError(
+            f"this checkpoint does not fit the model settings ({one_line(exc)}); delete "
+            f"{run.files.checkpoints.name}/ to train it again",
+            run.checkpoint,
+        ) from exc
     return model
 
 
@@ -370,88 +420,108 @@ def make_callbacks(
     time limit (if set), a progress bar with the time per epoch and an ETA (if
     ``progress``), and last the resume checkpoint, which marks the epoch as done.
     """
-    layout, history = run.layout, run.history
+    files, history = run.files, run.history
     callbacks: list[keras.callbacks.Callback] = [history]
     schedule = cb.lr_schedule(cfg.train.lr_schedule, cfg.train.learning_rate, cfg.train.epochs)
     if schedule is not None:
         callbacks.insert(0, cb.EpochScheduler(schedule))
-    callbacks.append(cb.BestCheckpoint(layout.best_model, history, run.monitor))
+    callbacks.append(cb.BestCheckpoint(files.best_model, history, run.monitor))
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(
             cb.EarlyStopFromHistory(history, run.monitor, cfg.train.early_stopping_patience)
         )
     if cfg.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(layout.tensorboard)))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.tensorboard)))
     run.time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
     if cfg.train.time_limit_minutes > 0:
         callbacks.append(run.time_limit)
     if progress:
         callbacks.append(cb.TqdmProgress(cfg.train.epochs))
-    callbacks.append(cb.ResumeCheckpoint(layout.checkpoints))  # last: marks the epoch as done
+    callbacks.append(cb.ResumeCheckpoint(files.checkpoints))  # last: marks the epoch as done
     return callbacks
 
 
+def fit(
+    model: keras.Model,
+    run: TrainingRun,
+    train_data: FlareDataset,
+    val_data: FlareDataset | None,
+    callbacks: list[keras.callbacks.Callback],
+    *,
+    progress: bool = True,
+) -> None:
+    """``model.fit`` from ``run.initial_epoch`` to ``run.epochs`` (nothing when none are left).
+
+    The dataset shuffles itself, reproducibly per epoch, so ``shuffle=False``.
+    """
+    if run.initial_epoch >= run.epochs:
+        return
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=run.epochs,
+        initial_epoch=run.initial_epoch,
+        shuffle=False,
+        callbacks=callbacks,
+        verbose=0 if progress else 2,
+    )
+
+
 def finish_run(cfg: Config, run: TrainingRun) -> TrainResult:
-    """Record the outcome (``training_done.json`` unless a time limit cut the run short),
-    give the lock back, and return where the model and history are.
+    """Record the outcome (``files.done`` unless a time limit cut the run short) and return
+    where the model and history are.
 
     Raises:
         FlareError: the history holds no value of the monitored metric.
     """
-    try:
-        if run.finished is not None:
-            return _result(run.layout, run.finished, resumed_from=-1)
-        history, monitor = run.history, run.monitor
-        best = history.best(monitor)
-        if best is None:
-            raise FlareError(f"training logged no '{monitor}' values", run.layout.history)
-        summary = {
-            "replicas": run.replicas,
-            "epochs": cfg.train.epochs,
-            "epochs_completed": history.rows[-1]["epoch"] + 1,
-            "best_epoch": best[0] + 1,
-            "best_value": best[1],
-            "monitor": monitor,
-        }
-        stopped = run.time_limit is not None and run.time_limit.stopped
-        if not (stopped and summary["epochs_completed"] < cfg.train.epochs):
-            write_json_atomic(run.layout.done, summary)  # a time-limited run resumes when rerun
-        return _result(run.layout, summary, resumed_from=run.initial_epoch)
-    finally:
-        run.close()
+    if run.finished is not None:
+        return _result(run.files, run.finished, resumed_from=-1)
+    history, monitor = run.history, run.monitor
+    best = history.best(monitor)
+    if best is None:
+        raise FlareError(f"training logged no '{monitor}' values", run.files.history)
+    summary = {
+        "replicas": run.replicas,
+        "epochs": cfg.train.epochs,
+        "epochs_completed": history.rows[-1]["epoch"] + 1,
+        "best_epoch": best[0] + 1,
+        "best_value": best[1],
+        "monitor": monitor,
+    }
+    stopped = run.time_limit is not None and run.time_limit.stopped
+    if not (stopped and summary["epochs_completed"] < cfg.train.epochs):
+        write_json_atomic(run.files.done, summary)  # a time-limited run resumes when rerun
+    return _result(run.files, summary, resumed_from=run.initial_epoch)
 
 
-def train(cfg: Config, *, progress: bool = True) -> TrainResult:
-    """Train (or resume, or report a finished run) as configured; return where things are.
+def train_network(
+    cfg: Config, splits: dict[str, list[str]], files: ModelFiles, *, progress: bool = True
+) -> TrainResult:
+    """The one training loop: :func:`prepare_run`, :func:`build_or_restore`,
+    :func:`make_datasets`, :func:`make_callbacks`, :func:`fit`, :func:`finish_run`.
 
-    The steps notebook 03 calls one by one: :func:`prepare_run`, the localiser
-    (:func:`flare_helpers.localize.train_localizer`), :func:`build_or_restore`,
-    :func:`make_datasets`, :func:`make_callbacks`, ``model.fit`` and :func:`finish_run`.
+    Trains (or resumes, or reports) the network ``cfg`` describes on the cache
+    ``cfg.data.cache_dir``, writing ``files``. The caller holds the run folder
+    (:func:`open_run_folder`).
 
     Raises:
-        FlareError: the run folder is in use or holds another run, no data/cache, or
-            a distribution setting the backend cannot do.
+        FlareError: no cache, a checkpoint that does not fit, or a distribution
+            setting the backend cannot do.
     """
-    run = prepare_run(cfg, progress=progress)
-    try:
-        if run.finished is None:
-            localize.train_localizer(cfg, run.splits, progress=progress)  # spacing mode; resumable
-            model = build_or_restore(cfg, run)
-            train_data, val_data = make_datasets(cfg, run.splits, initial_epoch=run.initial_epoch)
-            callbacks = make_callbacks(cfg, run, progress=progress)
-            if run.initial_epoch < run.epochs:
-                model.fit(
-                    train_data,
-                    validation_data=val_data,
-                    epochs=run.epochs,
-                    initial_epoch=run.initial_epoch,
-                    shuffle=False,  # the dataset shuffles itself, reproducibly per epoch
-                    callbacks=callbacks,
-                    verbose=0 if progress else 2,
-                )
-        return finish_run(cfg, run)
-    finally:
-        run.close()
+    run = prepare_run(cfg, splits, files)
+    if run.to_train:
+        model = build_or_restore(cfg, run)
+        train_data, val_data = make_datasets(cfg, splits, initial_epoch=run.initial_epoch)
+        callbacks = make_callbacks(cfg, run, progress=progress)
+        fit(model, run, train_data, val_data, callbacks, progress=progress)
+    return finish_run(cfg, run)
+
+
+def finished_result(folder: RunFolder) -> TrainResult:
+    """The outcome of a run folder whose VNet was already trained (``folder.finished``)."""
+    if folder.finished is None:
+        raise FlareError("the run is not finished", folder.layout.vnet.done)
+    return _result(folder.layout.vnet, folder.finished, resumed_from=-1)
 
 
 def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:
@@ -485,11 +555,11 @@ def _replicas(model: keras.Model) -> int:
     return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
 
 
-def _result(paths: RunLayout, summary: dict, resumed_from: int) -> TrainResult:
+def _result(files: ModelFiles, summary: dict, resumed_from: int) -> TrainResult:
     return TrainResult(
-        run_dir=paths.root,
-        best_model=paths.best_model,
-        history_csv=paths.history,
+        run_dir=files.best_model.parent,
+        best_model=files.best_model,
+        history_csv=files.history,
         epochs_completed=int(summary["epochs_completed"]),
         best_epoch=int(summary["best_epoch"]),
         best_value=float(summary["best_value"]),

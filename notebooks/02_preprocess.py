@@ -65,7 +65,8 @@ ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
 
 # %%
 # %matplotlib inline
-from flare_helpers import cases, ceiling, config, nifti, preprocess, series, viz
+from flare_helpers import cases, config, nifti, preprocess, series, viz
+from flare_helpers.workflows import ceiling
 
 paths = series.series_paths(work_dir, data_root)
 cfg = series.notebook_config(paths, config_path, overrides)

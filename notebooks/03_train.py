@@ -52,7 +52,8 @@ learning_rate = 0.0001
 
 # %%
 # %matplotlib inline
-from flare_helpers import config, labels, localize, runtime, series, train, viz
+from flare_helpers import config, labels, runtime, series, train, viz
+from flare_helpers.workflows import training
 
 paths = series.series_paths(work_dir, data_root)
 cfg = series.notebook_config(
@@ -74,9 +75,16 @@ print(runtime.describe_device())
 # recognised and taken over). The cache of notebook 02 is brought up to date, and the
 # settings and the split are saved beside the model. If the folder already holds
 # finished epochs, training resumes after the last one.
+#
+# Two networks train in this folder, one after the other, through the same training loop:
+# the organ localiser and the VNet. Each has its own files (`localizer.keras`,
+# `best.keras`, their histories and resume checkpoints), and `train.prepare_run` says
+# where each stands.
 
 # %%
-run = train.prepare_run(cfg)
+folder = training.open_run(cfg)
+run = train.prepare_run(cfg, folder.splits, folder.layout.vnet)
+print(folder)
 print(run)
 
 # %% [markdown]
@@ -112,11 +120,12 @@ viz.plot_batch(x, y, organs.organs)
 # Resize-mode runs need no localiser: one pass already covers the whole body.
 
 # %%
-localizer = localize.train_localizer(cfg, run.splits)
+localizer = training.train_localizer(cfg, folder.splits)
 if localizer is None:
     print("no localiser in this run (resize mode, or localizer.enabled: false)")
 else:
-    print(f"localiser: best {localizer.monitor} {localizer.best_value:.3f}, {localizer.model}")
+    name = localizer.best_model.name
+    print(f"localiser: best {localizer.monitor} {localizer.best_value:.3f}, {name}")
 
 # %% [markdown]
 # ## The VNet
@@ -175,24 +184,18 @@ print(f"perfect prediction: {float(loss(y, y)):.3f}")
 # in the validation labels nor predicted, so a network that predicts nothing never wins.
 # Notebook 04 scores whole held-out cases with sliding windows.
 #
-# `fit` starts at `run.initial_epoch` (0, or where a disconnected run stopped) and ends at
-# `run.epochs`; the dataset shuffles itself, reproducibly per epoch, so `shuffle=False`.
-# `finish_run` records the outcome and gives the run folder's lock back.
+# `train.fit` runs Keras' `fit` from `run.initial_epoch` (0, or where a disconnected run
+# stopped) to `run.epochs`; the dataset shuffles itself, reproducibly per epoch. These are
+# the steps of the one training loop that also trained the localiser above.
+# `finish_run` records the outcome; closing the folder gives its lock back.
 
 # %%
 callbacks = train.make_callbacks(cfg, run)
-model.fit(
-    train_batches,
-    validation_data=val_batches,
-    initial_epoch=run.initial_epoch,
-    epochs=run.epochs,
-    shuffle=False,
-    callbacks=callbacks,
-    verbose=0,
-)
+train.fit(model, run, train_batches, val_batches, callbacks)
 result = train.finish_run(cfg, run)
+folder.close()
 print(f"best {result.monitor} = {result.best_value:.3f} at epoch {result.best_epoch}")
-print(f"model: {result.best_model}")
+print(f"model: {result.best_model.relative_to(paths.work_dir)}")
 
 # %% [markdown]
 # ## Learning curves

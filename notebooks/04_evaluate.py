@@ -52,7 +52,8 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 
 # %%
 # %matplotlib inline
-from flare_helpers import ceiling, config, evaluate, infer, series, viz
+from flare_helpers import config, evaluate, infer, series, viz
+from flare_helpers.workflows import ceiling, report
 
 paths = series.series_paths(work_dir, data_root)
 data_dir = series.ensure_data(paths, series.zip_file(zip_path))
@@ -70,8 +71,8 @@ timing = []
 result = evaluate.evaluate_model(
     paths.model_path, data_dir, paths.evaluation_dir, which=cases, reports=timing
 )
-report = evaluate.write_report(result, paths.evaluation_dir)
-report
+written = evaluate.write_report(result, paths.evaluation_dir)
+written
 
 # %% [markdown]
 # ## Where the time goes
@@ -144,4 +145,4 @@ viz.plot_case(
 # shown alone.
 
 # %%
-viz.localizer_figure(paths.model_path, data_dir, worst)
+report.localizer_figure(paths.model_path, data_dir, worst)

@@ -65,7 +65,8 @@ from pathlib import Path
 
 from IPython.display import display
 
-from flare_helpers import pseudolabel, series, splits, synthetic, train, viz
+from flare_helpers import pseudolabel, series, splits, synthetic, viz
+from flare_helpers.workflows import pseudo_round, training
 
 paths = series.series_paths(work_dir, data_root)
 cfg = series.notebook_config(
@@ -80,7 +81,7 @@ if synthetic_unlabelled:
         images.parent, synthetic_unlabelled, synthetic_seed, synthetic_shape
     )
 teacher = paths.model_path
-first = pseudolabel.round_paths(paths.work_dir, 1)
+first = pseudo_round.round_paths(paths.work_dir, 1)
 print(f"teacher {teacher}; unlabelled scans {images}")
 
 # %% [markdown]
@@ -137,7 +138,7 @@ for case_id in pseudolabel.best_and_worst(table):
 # training resumes like notebook 03's.
 
 # %%
-trained = train.train(pseudolabel.student_config(cfg, teacher, first, student_from_teacher))
+trained = training.train(pseudo_round.student_config(cfg, teacher, first, student_from_teacher))
 print(f"student: best {trained.monitor} = {trained.best_value:.3f} at epoch {trained.best_epoch}")
 
 # %% [markdown]
@@ -149,9 +150,9 @@ print(f"student: best {trained.monitor} = {trained.best_value:.3f} at epoch {tra
 # %%
 students = {"student": first.model_path}
 for number in range(2, rounds + 1):
-    previous = pseudolabel.round_paths(paths.work_dir, number - 1).model_path
-    later = pseudolabel.round_paths(paths.work_dir, number)
-    pseudolabel.run_round(
+    previous = pseudo_round.round_paths(paths.work_dir, number - 1).model_path
+    later = pseudo_round.round_paths(paths.work_dir, number)
+    pseudo_round.run_round(
         cfg, previous, images, later, from_teacher=student_from_teacher, max_cases=n_cases
     )
     students[f"student {number}"] = later.model_path
@@ -166,7 +167,7 @@ list(students)
 
 # %%
 test_cases = splits.read_splits(paths.run.splits)["test"]
-comparison = pseudolabel.compare_models(
+comparison = pseudo_round.compare_models(
     {"teacher": teacher, **students},
     paths.data_dir,
     paths.work_dir / "pseudo" / "evaluation",
@@ -175,4 +176,4 @@ comparison = pseudolabel.compare_models(
 comparison.round(3)
 
 # %%
-pseudolabel.plot_comparison(comparison)
+pseudo_round.plot_comparison(comparison)

@@ -17,6 +17,7 @@ from flare_helpers.errors import FlareError
 from flare_helpers.nifti import load_image, load_label
 from flare_helpers.runtime import resolve_precision
 from flare_helpers.sliding_window import WindowSum, sliding_window_probabilities, window_count
+from flare_helpers.workflows import report
 
 PATCH = (16, 16, 8)
 
@@ -230,7 +231,7 @@ def test_the_figure_draws_the_crop_the_organ_boxes_and_their_union(localized_run
     box = localize.Region({1: crop, 4: crop}, crop)
     fig = viz.plot_localizer_box(image, crop, box, predictor.organs.organs)
     assert len(fig.axes[0].patches) == 4  # body crop, two organ boxes, their union
-    fig = viz.localizer_figure(localized_run / "best.keras", synthetic_data, "FLARE22_Tr_0002")
+    fig = report.localizer_figure(localized_run / "best.keras", synthetic_data, "FLARE22_Tr_0002")
     drawn = 1 if region is None or region.box is None else 2 + len(region.organs)
     assert len(fig.axes[0].patches) == drawn
 
@@ -243,7 +244,11 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
     from flare_helpers.fileio import read_history
     from flare_helpers.layout import RunLayout
     from flare_helpers.splits import read_splits
-    from flare_helpers.train import train
+    from flare_helpers.workflows.training import open_run, train, train_localizer
+
+    def localizer_alone(cfg):
+        with open_run(cfg, progress=False) as folder:
+            return train_localizer(cfg, folder.splits, progress=False)
 
     run = tmp_path / "run"
     cfg = _spacing_cfg(
@@ -259,7 +264,7 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
     paths = RunLayout(run)
     assert paths.localizer_model.exists() and paths.best_model.exists()
     assert [p.name for p in paths.localizer_checkpoints.iterdir()] == ["epoch_0001.keras"]
-    more = localize.train_localizer(cfg, progress=False)  # localizer.epochs=2: resumes
+    more = localizer_alone(cfg)  # localizer.epochs=2: resumes
     rows = read_history(paths.localizer_history)
     assert [r["epoch"] for r in rows] == [0, 1] and more.epochs_completed == 2
     assert all(0.0 <= r["val_mean_dice"] <= 1.0 for r in rows)  # validation Dice, logged
@@ -267,13 +272,15 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
         r["val_mean_dice"] for r in rows
     )
     stamp = paths.localizer_model.stat().st_mtime_ns
-    done = localize.train_localizer(cfg, progress=False)  # finished: nothing retrained
-    assert done == more and paths.localizer_model.stat().st_mtime_ns == stamp
+    done = localizer_alone(cfg)  # finished: nothing retrained
+    assert (done.epochs_completed, done.best_value, done.resumed_from) == (2, more.best_value, -1)
+    assert more.resumed_from == 1 and paths.localizer_model.stat().st_mtime_ns == stamp
     first = read_splits(paths.splits)["train"][0]
     coarse = np.load(tmp_path / "cache" / "localizer" / "cases" / first / "label.npy")
     assert max(coarse.shape) <= 16 * 2 and set(np.unique(coarse)) <= {0, 1, 2, 3, 4}
-    assert localize.train_localizer(cfg.replace(preprocess={"mode": "resize"})) is None
-    assert localize.train_localizer(cfg.replace(localizer={"enabled": False})) is None
+    splits = read_splits(paths.splits)
+    assert train_localizer(cfg.replace(preprocess={"mode": "resize"}), splits) is None
+    assert train_localizer(cfg.replace(localizer={"enabled": False}), splits) is None
 
 
 # --------------------------------------------------------------------------- precision

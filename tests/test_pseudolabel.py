@@ -24,7 +24,7 @@ from flare_helpers.config import PseudoConfig, load_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import is_temp_name, read_json
 from flare_helpers.preprocess import preprocess_dataset
-from flare_helpers.pseudolabel import pseudolabel, read_rows, select
+from flare_helpers.pseudolabel import pseudo_cases, pseudolabel, read_rows, select
 from flare_helpers.synthetic import write_unlabelled
 from flare_helpers.unlabelled import list_scans
 
@@ -249,7 +249,11 @@ def test_pseudo_labelled_cases_only_ever_train(unlabelled, tiny_run, synthetic_c
         [*base, f"data.pseudo_dirs=[{pseudo}]", f"data.cache_dir={tmp_path / 'c1'}",
          "pseudo.sample_weight=0.5", "train.batch_size=1"],
     )  # fmt: skip
-    summary = preprocess_dataset(synthetic_copy, tmp_path / "c1", cfg, progress=False)
+    kept = pseudo_cases(cfg.data.pseudo_dirs)
+    assert [c.case_id for c in kept] == list(result.kept)
+    summary = preprocess_dataset(
+        synthetic_copy, tmp_path / "c1", cfg, training_only=kept, progress=False
+    )
     assert summary.splits == plain.splits  # the labelled split is unchanged
     manifest = read_json(tmp_path / "c1" / "manifest.json")
     assert manifest["pseudo"] == list(result.kept)
@@ -273,16 +277,15 @@ def test_pseudo_labelled_cases_only_ever_train(unlabelled, tiny_run, synthetic_c
 
 
 def test_a_student_can_start_from_its_teacher(tiny_run):
-    from flare_helpers.pseudolabel import init_student
-    from flare_helpers.train import build_and_compile
+    from flare_helpers.train import build_and_compile, load_initial_weights
 
     cfg = load_config(None, [*TINY_MODEL, f"pseudo.init_from={tiny_run / 'best.keras'}"])
     student = build_and_compile(cfg, 5)
-    assert init_student(student, cfg)
+    load_initial_weights(student, cfg.pseudo.init_from)
     teacher = infer.load_predictor(tiny_run / "best.keras").model
     for a, b in zip(student.get_weights(), teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     wider = load_config(None, [*TINY_MODEL, "model.base_filters=8",
                                f"pseudo.init_from={tiny_run / 'best.keras'}"])  # fmt: skip
     with pytest.raises(FlareError, match="architecture differs"):
-        init_student(build_and_compile(wider, 5), wider)
+        load_initial_weights(build_and_compile(wider, 5), wider.pseudo.init_from)

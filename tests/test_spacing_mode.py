@@ -12,7 +12,6 @@ import pytest
 from flare_helpers import preprocess as pp
 from flare_helpers.batches import FlareDataset
 from flare_helpers.cases import Case
-from flare_helpers.ceiling import ceiling_labels, resolution_ceiling
 from flare_helpers.cli import evaluate_main, synth_main
 from flare_helpers.config import load_config
 from flare_helpers.extract import extract_zip
@@ -22,6 +21,7 @@ from flare_helpers.nifti import load_case
 from flare_helpers.patches import cut_patch, patch_start
 from flare_helpers.resample import shape_for_spacing
 from flare_helpers.synthetic import make_phantom, write_synthetic_zip
+from flare_helpers.workflows.ceiling import ceiling_labels, resolution_ceiling
 
 SPACING = [
     "preprocess.mode=spacing",
@@ -233,8 +233,8 @@ def test_fov_data_set_zip(tmp_path):
 
 
 def test_compare_modes_and_against_ceiling_tables(synthetic_data):
-    from flare_helpers.ceiling import against_ceiling, compare_modes
     from flare_helpers.evaluate import EvaluationResult
+    from flare_helpers.workflows.ceiling import against_ceiling, compare_modes
 
     cfg = load_config(None, SPACING)
     table = compare_modes(synthetic_data, cfg, ["FLARE22_Tr_0001", "FLARE22_Tr_0002"])

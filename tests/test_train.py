@@ -23,7 +23,7 @@ from flare_helpers.fileio import read_history
 from flare_helpers.layout import RunLayout
 from flare_helpers.splits import read_splits
 from flare_helpers.synthetic import write_synthetic_zip
-from flare_helpers.train import train
+from flare_helpers.workflows.training import train
 
 TINY_TRAIN = [*TINY_MODEL, "train.batch_size=2", "train.learning_rate=0.001", "train.workers=1"]
 
@@ -166,7 +166,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from flare_helpers.config import load_config
-from flare_helpers.train import train
+from flare_helpers.workflows.training import train
 result = train(load_config(None, sys.argv[1:]), progress=False)
 print("REPLICAS", result.replicas, "BEST", result.best_value)
 """

@@ -25,8 +25,10 @@ from flare_helpers.labels import DEFAULT_ORGANS, FLARE22_IDS
 from flare_helpers.metrics import dice
 from flare_helpers.nifti import load_label
 from flare_helpers.splits import select_cases
-from flare_helpers.viz import plot_case, report, visualize_cases
+from flare_helpers.viz import plot_case
 from flare_helpers.viz.render3d import Turntable
+from flare_helpers.workflows import report
+from flare_helpers.workflows.report import visualize_cases
 
 TEST_CASES = ("FLARE22_Tr_0005", "FLARE22_Tr_0006")  # the test split of tiny_run
 VIDEO = dict(seconds=1.0, fps=4, size=(320, 160))

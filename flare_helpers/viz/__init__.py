@@ -3,15 +3,15 @@
 Every function takes volumes in canonical RAS voxel order (axis 0 → patient's
 right, 1 → anterior, 2 → superior), spacing in mm, CT in HU and labels as
 FLARE22 ids, and colours organs with ``labels.ORGAN_COLORS`` in 2D and 3D alike.
-:func:`visualize_cases` (``flare-visualize``) predicts cases with a trained model
-and writes both pictures of each.
+:func:`flare_helpers.workflows.report.visualize_cases` (``flare-visualize``)
+predicts cases with a trained model and writes both pictures of each.
 """
 
 from flare_helpers.cases import predicted_cases
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.loaders import cached_case, case_loader
 from flare_helpers.viz.mesh import Mesh, organ_meshes
-from flare_helpers.viz.planes import CaseArrays
+from flare_helpers.viz.planes import CaseArrays, case_dice
 from flare_helpers.viz.render3d import render_rotation_video
 from flare_helpers.viz.scene3d import Scene3D, interactive_3d
 from flare_helpers.viz.slices import plot_case, save_figure
@@ -40,16 +40,4 @@ __all__ = [
     "slice_viewer",
     "video_html",
     "case_dice",
-    "localizer_figure",
-    "visualize_cases",
 ]
-
-
-def __getattr__(name: str):
-    # The report pulls in inference and evaluation: imported on first use, it keeps
-    # `import flare_helpers.viz` light.
-    if name in ("case_dice", "localizer_figure", "visualize_cases"):
-        from flare_helpers.viz import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

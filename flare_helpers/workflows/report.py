@@ -1,4 +1,4 @@
-"""Result pictures of a trained model: per case, a slice figure and a rotating 3D video.
+"""Result pictures of a trained model (a workflow: prediction, then the viz figures and video).
 
 For each chosen case the model predicts the CT onto its own grid through
 :mod:`flare_helpers.infer`, then three files are written into the output folder:
@@ -22,33 +22,21 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import visualize_paths
+from flare_helpers.cases import discover_cases, visualize_paths
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import refuse_existing
-from flare_helpers.labels import DEFAULT_ORGANS
+from flare_helpers.infer import load_predictor, locate_on_ct, predict_files
 from flare_helpers.layout import RenderLayout
+from flare_helpers.nifti import load_image
 from flare_helpers.splits import select_cases
 from flare_helpers.viz.loaders import case_loader
-from flare_helpers.viz.planes import CaseArrays, organ_ids
+from flare_helpers.viz.planes import case_dice, organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
 from flare_helpers.viz.slices import plot_case, save_figure
+from flare_helpers.viz.steps import plot_localizer_box
 
 #: ``cases`` values that name a group of cases rather than case ids.
 CASE_GROUPS: tuple[str, ...] = ("test", "all")
-
-
-def case_dice(
-    arrays: CaseArrays, organs: Sequence[str] = DEFAULT_ORGANS
-) -> dict[str, float] | None:
-    """``{organ: DSC}`` of a loaded case on its own grid (FLARE22 rules), for a figure title.
-
-    None when the case has no ground truth or no prediction.
-    """
-    if arrays.gt is None or arrays.pred is None:
-        return None
-    from flare_helpers.metrics import organ_dice
-
-    return organ_dice(arrays.gt, arrays.pred, organs)
 
 
 def visualize_cases(
@@ -87,8 +75,6 @@ def visualize_cases(
         FlareError: bad settings, a missing or unusable model, data folder or case,
             or an existing output without ``overwrite`` (the message names the file).
     """
-    from flare_helpers.infer import load_predictor, predict_files
-
     if not (np.isfinite(seconds) and seconds > 0) or int(fps) < 1:
         raise FlareError(f"video needs seconds > 0 and fps >= 1, got {seconds} s at {fps} fps")
     predictor = load_predictor(model_path)
@@ -141,16 +127,11 @@ def visualize_cases(
 def localizer_figure(
     model_path: str | Path, data_dir: str | Path, case_id: str, plane: str = "coronal"
 ):
-    """The localiser's boxes on one case (:func:`~flare_helpers.viz.plot_localizer_box`).
+    """The localiser's boxes on one case (:func:`flare_helpers.viz.plot_localizer_box`).
 
     Loads the model of ``model_path`` and its run's localiser, prepares the case's
     CT as a prediction would, and draws where the fine windows would go.
     """
-    from flare_helpers.cases import discover_cases
-    from flare_helpers.infer import load_predictor, locate_on_ct
-    from flare_helpers.nifti import load_image
-    from flare_helpers.viz.steps import plot_localizer_box
-
     cases = {case.case_id: case for case in discover_cases(data_dir).cases}
     if case_id not in cases:
         raise FlareError(f"no case {case_id!r} here", Path(data_dir))

@@ -1,0 +1,87 @@
+"""A training run: cache, then (spacing mode) the organ localiser, then the VNet.
+
+``flare-train`` and notebook 03 run this. The run folder is opened once
+(:func:`open_run`: its lock, settings and split), and both networks train
+through the same loop (:func:`flare_helpers.train.train_network`) with their
+own files (:attr:`flare_helpers.layout.RunLayout.localizer`, ``.vnet``), so
+resume, history, the best-model choice and the progress line behave the same
+for both. Running it again resumes where it stopped; a finished run is only
+reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flare_helpers.config import Config
+from flare_helpers.layout import CacheLayout, RunLayout
+from flare_helpers.localize import build_coarse_cache, localizer_training_config
+from flare_helpers.preprocess import PreprocessParams, preprocess_dataset, read_manifest
+from flare_helpers.pseudolabel import pseudo_cases
+from flare_helpers.splits import read_splits
+from flare_helpers.train import (
+    RunFolder,
+    TrainResult,
+    finished_result,
+    open_run_folder,
+    train_network,
+)
+
+
+def prepare_data(cfg: Config, *, progress: bool = True) -> dict[str, list[str]]:
+    """Make sure the cache is current and return the split.
+
+    With the raw data present the cache is brought up to date (cheap when it
+    already is), the kept cases of ``data.pseudo_dirs`` included as
+    training-only cases. Without it (e.g. a Colab runtime that lost its local
+    disk) an existing cache built with the same settings is used as it is.
+    """
+    cache = Path(cfg.data.cache_dir)
+    if Path(cfg.data.data_dir).exists():
+        preprocess_dataset(
+            cfg.data.data_dir,
+            cache,
+            cfg,
+            training_only=pseudo_cases(cfg.data.pseudo_dirs),
+            progress=progress,
+        )
+    else:
+        read_manifest(cache, PreprocessParams.from_config(cfg))
+    return read_splits(CacheLayout(cache).splits)
+
+
+def open_run(cfg: Config, *, progress: bool = True) -> RunFolder:
+    """Open ``train.output_dir`` for this run (its lock; see
+    :func:`flare_helpers.train.open_run_folder`), with :func:`prepare_data`."""
+    return open_run_folder(cfg, lambda: prepare_data(cfg, progress=progress))
+
+
+def train_localizer(
+    cfg: Config, splits: dict[str, list[str]], *, progress: bool = True
+) -> TrainResult | None:
+    """Train (or resume, or report) the run's organ localiser; None where the run has none.
+
+    Spacing-mode runs with ``localizer.enabled`` only: the cached cases of
+    ``splits`` are resampled to the localiser's grid, then it trains on the
+    labelled training split through the one loop. The caller holds the run folder.
+    """
+    if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled:
+        return None
+    build_coarse_cache(cfg, [*splits["train"], *splits["val"]], progress=progress)
+    files = RunLayout(Path(cfg.train.output_dir)).localizer
+    return train_network(localizer_training_config(cfg), splits, files, progress=progress)
+
+
+def train(cfg: Config, *, progress: bool = True) -> TrainResult:
+    """Train (or resume, or report) the run ``cfg`` describes; return the VNet's outcome.
+
+    Raises:
+        FlareError: the run folder is in use or holds another run, no data/cache,
+            a checkpoint that does not fit, or a distribution setting the backend
+            cannot do.
+    """
+    with open_run(cfg, progress=progress) as folder:
+        if folder.finished is not None:
+            return finished_result(folder)
+        train_localizer(cfg, folder.splits, progress=progress)
+        return train_network(cfg, folder.splits, folder.layout.vnet, progress=progress)
