@@ -38,7 +38,8 @@ from scipy.stats import spearmanr
 from flare_helpers.config import load_config
 from flare_helpers.evaluate import evaluate_model, score_prediction_dir
 from flare_helpers.extract import extract_zip
-from flare_helpers.pseudolabel import PseudoLayout, pseudolabel
+from flare_helpers.pseudo_folder import PseudoLayout
+from flare_helpers.pseudolabel import pseudolabel
 from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
 from flare_helpers.unlabelled import extract_scans
 from flare_helpers.workflows.pseudo_round import round_paths, student_config

@@ -241,7 +241,7 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.config import load_config
         from flare_helpers.preprocess import preprocess_dataset
-        from flare_helpers.pseudolabel import pseudo_cases
+        from flare_helpers.pseudo_folder import pseudo_cases
 
         cfg = load_config(args.config, args.overrides)
         workers = cfg.preprocess.workers if args.workers is None else args.workers

@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -534,8 +535,6 @@ _COMMENT_COLUMN = 36
 
 def documented_defaults() -> str:
     """The text of the package's ``config.yaml``: every setting, its default and a comment."""
-    from importlib.resources import files
-
     return (files("flare_helpers") / "config.yaml").read_text(encoding="utf-8")
 
 

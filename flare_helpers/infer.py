@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from flare_helpers.augment import lr_swap_pairs
@@ -103,8 +104,6 @@ class CaseReport:
 
 def timing_table(reports: Sequence[CaseReport]):
     """One row per CT: windows run, the body crop's windows, seconds per stage (a DataFrame)."""
-    import pandas as pd
-
     return pd.DataFrame(
         [
             {

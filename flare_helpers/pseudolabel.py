@@ -25,103 +25,27 @@ pseudo-labels → student round is :mod:`flare_helpers.workflows.pseudo_round`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import Case, discover_cases, prediction_path
 from flare_helpers.confidence import ProbabilityRecorder, case_confidence
 from flare_helpers.config import PseudoConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
-from flare_helpers.fileio import atomic_path, remove_stale_temps, write_text_atomic
+from flare_helpers.fileio import atomic_path, remove_stale_temps
 from flare_helpers.infer import load_predictor, predict_volume
 from flare_helpers.layout import RunLayout
 from flare_helpers.nifti import load_image, load_label, save_like
 from flare_helpers.postprocess import keep_largest_component
+from flare_helpers.pseudo_folder import PseudoLayout, read_rows, write_rows
 from flare_helpers.unlabelled import ScanSource, copy_scan, list_scans, scan_file
-
-CONFIDENCE_CSV = "confidence.csv"
-COLUMNS = (
-    "case_id",
-    "status",
-    "confidence",
-    "mean_probability",
-    "component_share",
-    "organs_found",
-    "kept",
-    "reason",
-    "seconds",
-)
-_SCRATCH = ".scratch"
-
-
-@dataclass(frozen=True)
-class PseudoLayout:
-    """The files of one pseudo-label folder ``P``."""
-
-    root: Path
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
-
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def labels(self) -> Path:
-        return self.root / "labels"
-
-    @property
-    def csv(self) -> Path:
-        return self.root / CONFIDENCE_CSV
-
-    @property
-    def scratch(self) -> Path:
-        """Where one CT from a zip lies while it is predicted."""
-        return self.root / _SCRATCH
-
-    def image(self, case_id: str) -> Path:
-        return self.images / f"{case_id}_0000.nii.gz"
-
-    def label(self, case_id: str) -> Path:
-        return prediction_path(self.labels, case_id)
-
-    def prediction(self, case_id: str) -> Path:
-        return prediction_path(self.predictions, case_id)
-
-
-def read_rows(path: str | Path) -> dict[str, dict]:
-    """``confidence.csv`` as case id → row (strings as written); {} when absent."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
-            raise FlareError("not a flare-pseudolabel confidence.csv (no case_id column)", path)
-        return {row["case_id"]: row for row in reader}
-
-
-def write_rows(path: str | Path, rows: dict[str, dict]) -> Path:
-    """Write the rows (sorted by case id) atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for case_id in sorted(rows):
-        writer.writerow({key: rows[case_id].get(key, "") for key in COLUMNS})
-    return write_text_atomic(path, buffer.getvalue())
 
 
 def select(confidences: dict[str, float], settings: PseudoConfig) -> dict[str, str]:
@@ -306,26 +230,3 @@ def best_and_worst(table) -> list[str]:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def pseudo_cases(pseudo_dirs: Sequence[str | Path]) -> list[Case]:
-    """The kept cases of the pseudo-label folders, as labelled cases to cache.
-
-    Raises:
-        FlareError: a folder without ``confidence.csv`` or a case id in two folders.
-    """
-    cases: dict[str, Case] = {}
-    for folder in map(Path, pseudo_dirs):
-        layout = PseudoLayout(folder)
-        if not layout.csv.exists():
-            raise FlareError("not a flare-pseudolabel folder (no confidence.csv)", folder)
-        rows = read_rows(layout.csv)
-        if not layout.images.is_dir() or not any(layout.images.iterdir()):
-            continue
-        for case in discover_cases(folder).labelled:
-            if rows.get(case.case_id, {}).get("kept") != "True":
-                continue
-            if case.case_id in cases:
-                raise FlareError(f"pseudo-labelled case {case.case_id} is in two folders", folder)
-            cases[case.case_id] = case
-    return [cases[c] for c in sorted(cases)]

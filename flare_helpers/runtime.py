@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 def gpu_names() -> list[str]:
-    """The GPUs the Keras backend sees (empty: it runs on the CPU)."""
+    """The GPUs the Keras backend sees (empty: it runs on the CPU).
+
+    Keras and the backends are imported here, not at the top: the CLI asks for
+    this after its settings check, and only the active backend is installed or
+    worth the seconds its import takes.
+    """
     import keras
 
     backend = keras.backend.backend()
@@ -26,7 +31,7 @@ def gpu_names() -> list[str]:
 
 def describe_device() -> str:
     """One line naming the Keras backend and the GPU(s) it sees, or that it runs on the CPU."""
-    import keras
+    import keras  # seconds to import: only when asked (see gpu_names)
 
     gpus = gpu_names()
     where = f"GPU: {', '.join(gpus)}" if gpus else "CPU only (no GPU found)"

@@ -372,7 +372,7 @@ def load_initial_weights(model: keras.Model, path: str | Path) -> None:
         model.set_weights(source.get_weights())
     except ValueError as exc:
         raise FlareError(
-            f"the architecture of this model differs from model: ({one_line(exc)})", path
+            f"this model's architecture differs from model: ({one_line(exc)})", path
         ) from exc
 
 
@@ -515,13 +515,6 @@ def train_network(
         callbacks = make_callbacks(cfg, run, progress=progress)
         fit(model, run, train_data, val_data, callbacks, progress=progress)
     return finish_run(cfg, run)
-
-
-def finished_result(folder: RunFolder) -> TrainResult:
-    """The outcome of a run folder whose VNet was already trained (``folder.finished``)."""
-    if folder.finished is None:
-        raise FlareError("the run is not finished", folder.layout.vnet.done)
-    return _result(folder.layout.vnet, folder.finished, resumed_from=-1)
 
 
 def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:

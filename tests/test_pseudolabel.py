@@ -24,7 +24,8 @@ from flare_helpers.config import PseudoConfig, load_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import is_temp_name, read_json
 from flare_helpers.preprocess import preprocess_dataset
-from flare_helpers.pseudolabel import pseudo_cases, pseudolabel, read_rows, select
+from flare_helpers.pseudo_folder import pseudo_cases, read_rows
+from flare_helpers.pseudolabel import pseudolabel, select
 from flare_helpers.synthetic import write_unlabelled
 from flare_helpers.unlabelled import list_scans
 

@@ -58,7 +58,7 @@ def widget_bundle(widget, fallback_html: str) -> dict[str, object]:
 
 def show(obj, *, raw: bool = False) -> None:
     """Display ``obj`` (a display-data dict when ``raw``) when an IPython shell exists."""
-    try:
+    try:  # IPython is optional outside notebooks: no shell, nothing to display
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:

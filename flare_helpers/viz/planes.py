@@ -94,7 +94,7 @@ def display_name(organ: str) -> str:
 
 def legend_handles(organs: Sequence[str]) -> list:
     """Matplotlib legend patches, one per organ in its ``ORGAN_COLORS`` colour."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # matplotlib only where a figure is drawn
 
     return [Patch(color=ORGAN_COLORS[o], label=display_name(o)) for o in organs]
 

@@ -73,7 +73,7 @@ class Scene3D:
         )
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, object]:
-        import plotly.io as pio
+        import plotly.io as pio  # plotly takes ~1 s to import; only a shown scene needs it
 
         bundle: dict[str, object] = {
             "text/html": self.html(),
@@ -97,7 +97,7 @@ def interactive_3d(
     far enough to show every organ. Display it as a cell's value; ``.figure`` is
     the plotly figure.
     """
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # ~1 s to import; only the 3D view needs it
 
     meshes = organ_meshes(labels, spacing, organs=organs)
     if not meshes:

@@ -60,7 +60,7 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _write_mp4(frames: Iterable[np.ndarray], out_path: Path, fps: float, size) -> Path:
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # finds the ffmpeg binary on import: only when a video is written
 
     with atomic_path(out_path) as tmp:
         writer = imageio_ffmpeg.write_frames(
@@ -111,7 +111,7 @@ def video_html(path: str | Path, *, width: int | None = None) -> HTML:
     The file is embedded as base64, so the output survives downloading the notebook
     and plays in untrusted (e.g. papermill-executed) notebooks too.
     """
-    from IPython.display import HTML
+    from IPython.display import HTML  # IPython only where a notebook shows the video
 
     path = Path(path)
     if not path.is_file():

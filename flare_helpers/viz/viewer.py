@@ -65,7 +65,7 @@ def is_headless() -> bool:
     """
     if os.environ.get("FLARE_HEADLESS", "").strip().lower() in _TRUE:
         return True
-    try:
+    try:  # IPython is optional outside notebooks
         from IPython import get_ipython
     except ImportError:
         return True
@@ -211,7 +211,7 @@ class SliceViewer:
 
     def build_widgets(self) -> ipywidgets.Box:
         """Create the controls and picture; they call :meth:`update` when changed."""
-        import ipywidgets as w
+        import ipywidgets as w  # widgets only when a viewer is shown (not headless)
 
         sources = self._available_sources()
         width, height = self.picture_size()

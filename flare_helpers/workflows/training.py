@@ -17,12 +17,11 @@ from flare_helpers.config import Config
 from flare_helpers.layout import CacheLayout, RunLayout
 from flare_helpers.localize import build_coarse_cache, localizer_training_config
 from flare_helpers.preprocess import PreprocessParams, preprocess_dataset, read_manifest
-from flare_helpers.pseudolabel import pseudo_cases
+from flare_helpers.pseudo_folder import pseudo_cases
 from flare_helpers.splits import read_splits
 from flare_helpers.train import (
     RunFolder,
     TrainResult,
-    finished_result,
     open_run_folder,
     train_network,
 )
@@ -81,7 +80,6 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
             cannot do.
     """
     with open_run(cfg, progress=progress) as folder:
-        if folder.finished is not None:
-            return finished_result(folder)
-        train_localizer(cfg, folder.splits, progress=progress)
+        if folder.finished is None:
+            train_localizer(cfg, folder.splits, progress=progress)
         return train_network(cfg, folder.splits, folder.layout.vnet, progress=progress)
