@@ -208,6 +208,30 @@ def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
     assert [p.name for p in executed.glob("*.ipynb")] == ["01_extract.ipynb"]
 
 
+def test_series_passes_paths_as_written_and_keeps_c_output_out_of_cells(tmp_path, monkeypatch):
+    """The kernels get the profile's relative paths (they run in ``base``), so the executed
+    notebooks show ``runs/demo/...``, not this machine's folders; TensorFlow's C++ start-up
+    lines (which ignore TF_CPP_MIN_LOG_LEVEL) go to the terminal, not into the cells."""
+    import papermill
+
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: calls.append((a, kw)))
+    out = run_series("demo", only=["01", "03"], base=tmp_path, progress=False)
+    assert out == tmp_path.resolve() / "runs" / "demo" / "notebooks"
+    assert [Path(a[1]).name for a, _ in calls] == ["01_extract.ipynb", "03_train.ipynb"]
+    extract, train = (kw for _, kw in calls)
+    assert {k: extract["parameters"][k] for k in ("work_dir", "data_root", "zip_path")} == {
+        "work_dir": "runs/demo",
+        "data_root": "runs/demo/data",
+        "zip_path": "runs/demo/FLARE22Train.zip",
+    }
+    assert train["parameters"]["epochs"] == 30 and train["parameters"]["work_dir"] == "runs/demo"
+    assert extract["cwd"] == str(tmp_path.resolve())
+    assert extract["extra_arguments"] == ["--IPKernelApp.capture_fd_output=False"]
+    recorded = yaml.safe_load((out / "parameters.yaml").read_text())
+    assert recorded["01_extract"]["zip_path"] == "runs/demo/FLARE22Train.zip"
+
+
 def test_unknown_profile_and_parameter_are_named(tmp_path):
     with pytest.raises(FlareError, match="no such profile"):
         run_series("nonexistent", base=tmp_path, progress=False)
