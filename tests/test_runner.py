@@ -192,6 +192,27 @@ def test_series_notebooks_publish_for_the_docs(ci_series, tmp_path):
                         assert image.width <= 1000 and image.mode == "RGB"
                         pictures += 1
     assert pictures >= 8  # slices, batch, curves, boxplots, case figures …
+    # for readers: paths relative to the working folder, no TensorFlow lines, bars at the end
+    work = str(executed.parent)
+    trained = nbformat.read(written[2], as_version=4)
+    injected = trained.cells[3].source.splitlines()
+    assert {'work_dir = "."', 'data_root = "data"'} <= set(injected), injected
+    bars = [
+        out.data["text/plain"]
+        for cell in trained.cells
+        for out in cell.get("outputs", [])
+        if out.output_type == "display_data" and "epoch" in out.data.get("text/plain", "")
+    ]
+    assert [bar.split(" [")[0] for bar in bars] == [
+        "epoch 1/2: 100%|██████████| 2/2",  # the localiser: 2 epochs of 2 steps
+        "epoch 2/2: 100%|██████████| 2/2",
+        "epoch 1/2: 100%|██████████| 16/16",  # the VNet: 2 epochs of 16 steps
+        "epoch 2/2: 100%|██████████| 16/16",
+    ]
+    for path in written:
+        text = path.read_text()
+        assert work not in text and "absl::InitializeLog" not in text, path.name
+        assert "widget-view+json" not in text and "widget-state" not in text, path.name
 
 
 def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
