@@ -97,8 +97,9 @@ notebooks:
 demo:
 	$(BIN)/flare-series --profile $(PROFILE)
 
-# The five notebooks as the demo profile executes them, outputs kept and pictures compressed
-# (<= 10 MB in all), in docs/notebooks/ for readers on GitHub (about 10 CPU minutes). Rerun it
+# The notebooks as the demo profile executes them, outputs kept and pictures compressed
+# (<= 10 MB in all), in docs/notebooks/ for readers on GitHub (about 10 CPU minutes): paths
+# relative to this folder, no TensorFlow log lines, progress bars as they ended. Rerun it
 # after changing a notebook: a test compares their code cells with notebooks/*.py.
 docs:
 	$(BIN)/flare-series --profile demo

@@ -72,13 +72,16 @@ def load_profile(profile: str | Path) -> dict:
     return data
 
 
-def _absolute(params: dict, base: Path) -> dict:
-    """Make path-like parameters absolute so they do not depend on the kernel's folder."""
-    out = dict(params)
-    for key in ("work_dir", "data_root", "zip_path", "config_path", "unlabelled_path"):
-        if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
-            out[key] = str((base / out[key]).resolve())
-    return out
+def _work_dir(profile: dict, base: Path) -> Path:
+    """The series' working folder: the profile's ``work_dir``, relative to ``base``."""
+    work_dir = Path(str((profile.get("common") or {}).get("work_dir") or "runs")).expanduser()
+    return work_dir if work_dir.is_absolute() else base / work_dir
+
+
+#: Kernel options: C-level output (TensorFlow's absl start-up lines, which TensorFlow 2.21
+#: prints whatever TF_CPP_MIN_LOG_LEVEL says) goes to flare-series' terminal, not into the
+#: notebooks; Python's own prints, warnings and tracebacks still land in the cells.
+KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
 
 
 def _papermill() -> types.ModuleType:
@@ -92,15 +95,20 @@ def _papermill() -> types.ModuleType:
     return papermill
 
 
-def parameters_for(notebook: Path, profile: dict, base: Path) -> dict:
-    """Profile parameters that ``notebook`` declares in its ``parameters`` cell."""
+def parameters_for(notebook: Path, profile: dict) -> dict:
+    """Profile parameters that ``notebook`` declares in its ``parameters`` cell, as written.
+
+    Relative paths stay relative: the kernel runs in ``base`` (papermill's ``cwd``), so
+    they mean the same there, and the executed notebooks show them as the profile has
+    them rather than this machine's absolute folders.
+    """
     papermill = _papermill()
     declared = set(papermill.inspect_notebook(str(notebook)))
     merged = {**profile.get("common", {}), **(profile.get(notebook.stem) or {})}
     unknown = sorted(set(profile.get(notebook.stem) or {}) - declared)
     if unknown:
         raise FlareError(f"{notebook.stem} has no parameter(s) {', '.join(unknown)}", notebook)
-    return _absolute({k: v for k, v in merged.items() if k in declared}, base)
+    return {k: v for k, v in merged.items() if k in declared}
 
 
 def run_series(
@@ -117,13 +125,14 @@ def run_series(
             and the failing cell's error), or papermill is not installed.
     """
     papermill = _papermill()
-    base = base or Path.cwd()
+    base = Path(base or Path.cwd()).resolve()
     settings = load_profile(profile)
-    work_dir = Path(_absolute(settings.get("common", {}), base).get("work_dir", base / "runs"))
+    work_dir = _work_dir(settings, base)
     out_dir = work_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {}
-    # Kernels inherit the environment: headless viewers, and TensorFlow's C++ info lines hidden.
+    # Kernels inherit the environment: headless viewers, and TensorFlow's C++ info lines hidden
+    # (those that honour TF_CPP_MIN_LOG_LEVEL; KERNEL_ARGUMENTS keeps the rest out of the cells).
     env = {
         "FLARE_HEADLESS": "1",
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
@@ -134,7 +143,7 @@ def run_series(
         for notebook in notebooks():
             if only and not any(notebook.stem.startswith(prefix) for prefix in only):
                 continue
-            params = parameters_for(notebook, settings, base)
+            params = parameters_for(notebook, settings)
             record[notebook.stem] = params
             write_text_atomic(out_dir / "parameters.yaml", yaml.safe_dump(record, sort_keys=False))
             target = out_dir / notebook.name
@@ -146,6 +155,7 @@ def run_series(
                     cwd=str(base),
                     kernel_name="python3",
                     progress_bar=progress,
+                    extra_arguments=KERNEL_ARGUMENTS,
                 )
             except papermill.PapermillExecutionError as exc:
                 message = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()

@@ -192,6 +192,27 @@ def test_series_notebooks_publish_for_the_docs(ci_series, tmp_path):
                         assert image.width <= 1000 and image.mode == "RGB"
                         pictures += 1
     assert pictures >= 8  # slices, batch, curves, boxplots, case figures …
+    # for readers: paths relative to the working folder, no TensorFlow lines, bars at the end
+    work = str(executed.parent)
+    trained = nbformat.read(written[2], as_version=4)
+    injected = trained.cells[3].source.splitlines()
+    assert {'work_dir = "."', 'data_root = "data"'} <= set(injected), injected
+    bars = [
+        out.data["text/plain"]
+        for cell in trained.cells
+        for out in cell.get("outputs", [])
+        if out.output_type == "display_data" and "epoch" in out.data.get("text/plain", "")
+    ]
+    assert [bar.split(" [")[0] for bar in bars] == [
+        "epoch 1/2: 100%|██████████| 2/2",  # the localiser: 2 epochs of 2 steps
+        "epoch 2/2: 100%|██████████| 2/2",
+        "epoch 1/2: 100%|██████████| 16/16",  # the VNet: 2 epochs of 16 steps
+        "epoch 2/2: 100%|██████████| 16/16",
+    ]
+    for path in written:
+        text = path.read_text()
+        assert work not in text and "absl::InitializeLog" not in text, path.name
+        assert "widget-view+json" not in text and "widget-state" not in text, path.name
 
 
 def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
@@ -206,6 +227,30 @@ def test_a_failing_notebook_stops_the_series_with_its_error(tmp_path):
     assert "\n" not in message
     executed = tmp_path / "work" / "notebooks"
     assert [p.name for p in executed.glob("*.ipynb")] == ["01_extract.ipynb"]
+
+
+def test_series_passes_paths_as_written_and_keeps_c_output_out_of_cells(tmp_path, monkeypatch):
+    """The kernels get the profile's relative paths (they run in ``base``), so the executed
+    notebooks show ``runs/demo/...``, not this machine's folders; TensorFlow's C++ start-up
+    lines (which ignore TF_CPP_MIN_LOG_LEVEL) go to the terminal, not into the cells."""
+    import papermill
+
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: calls.append((a, kw)))
+    out = run_series("demo", only=["01", "03"], base=tmp_path, progress=False)
+    assert out == tmp_path.resolve() / "runs" / "demo" / "notebooks"
+    assert [Path(a[1]).name for a, _ in calls] == ["01_extract.ipynb", "03_train.ipynb"]
+    extract, train = (kw for _, kw in calls)
+    assert {k: extract["parameters"][k] for k in ("work_dir", "data_root", "zip_path")} == {
+        "work_dir": "runs/demo",
+        "data_root": "runs/demo/data",
+        "zip_path": "runs/demo/FLARE22Train.zip",
+    }
+    assert train["parameters"]["epochs"] == 30 and train["parameters"]["work_dir"] == "runs/demo"
+    assert extract["cwd"] == str(tmp_path.resolve())
+    assert extract["extra_arguments"] == ["--IPKernelApp.capture_fd_output=False"]
+    recorded = yaml.safe_load((out / "parameters.yaml").read_text())
+    assert recorded["01_extract"]["zip_path"] == "runs/demo/FLARE22Train.zip"
 
 
 def test_unknown_profile_and_parameter_are_named(tmp_path):
