@@ -54,13 +54,25 @@ def synthetic_copy(synthetic_data, tmp_path) -> Path:
     return Path(shutil.copytree(synthetic_data, tmp_path / "FLARE22Train"))
 
 
+def _copy_real_case(number: int, dest: Path) -> Path:
+    """A writable FLARE22-layout folder holding only real case ``number`` (9001 or 9002)."""
+    for kind, suffix in (("images", "_0000"), ("labels", "")):
+        (dest / kind).mkdir(parents=True)
+        name = f"FLARE22_Tr_{number}{suffix}.nii.gz"
+        shutil.copyfile(REAL_CT / kind / name, dest / kind / name)
+    return dest
+
+
 @pytest.fixture
 def real_ct(tmp_path) -> Path:
-    """A writable copy of the real CT case (FLARE22 layout, one case)."""
-    dest = Path(shutil.copytree(REAL_CT, tmp_path / "real" / "FLARE22Train"))
-    for path in dest.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
+    """A writable copy of the real CT crop 9002 (FLARE22 layout, one case)."""
+    return _copy_real_case(9002, tmp_path / "real" / "FLARE22Train")
+
+
+@pytest.fixture
+def real_ct_whole(tmp_path) -> Path:
+    """A writable copy of the whole real CT 9001 (the same patient as 9002)."""
+    return _copy_real_case(9001, tmp_path / "real_whole" / "FLARE22Train")
 
 
 @pytest.fixture(scope="session")
