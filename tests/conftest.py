@@ -39,7 +39,9 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture(scope="session")
 def synthetic_zip(tmp_path_factory) -> Path:
     """A 6-case synthetic FLARE22Train.zip (64×64×32, seed 7), made once per session."""
-    return write_synthetic_zip(tmp_path_factory.mktemp("zip"), 6, seed=7, progress=False)
+    return write_synthetic_zip(
+        tmp_path_factory.mktemp("zip"), 6, seed=7, progress=False, family="simple"
+    )
 
 
 @pytest.fixture(scope="session")
