@@ -16,6 +16,7 @@ the generalisation gap. Cases of one patient must not straddle the split: order 
 Training and scoring go through the console commands (``flare-train``, ``flare-predict``,
 ``flare-evaluate``), as a user would run them.
 
+    python bench/real_ct.py calibrate --phantoms 40 --shape 128 128 48   # 9001 vs the family
     python bench/real_ct.py sim2real                          # 16 phantoms, the demo budget
     python bench/real_ct.py sim2real --jitter 0 --no-append   # calibrated HU only
     python bench/real_ct.py folder --synth 34 --train-cases 30 --minutes 10
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from _report import bench_parser, dated_heading, environment, finish
+from scipy import ndimage
 
 from flare_helpers.phantoms import DEFAULT_JITTER, make_ct_phantom
 from flare_helpers.synthetic import ORIENTATIONS, _nifti_bytes, reorient
@@ -266,9 +268,84 @@ def folder(args, tmp: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _organ_stats(image, labels, affine, spine_x: float) -> dict[str, dict]:
+    """Per organ: mean HU inside (eroded by a voxel), volume (ml), centre right of the spine (mm)."""
+    ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    out = {}
+    for organ, label in ORGANS.items():
+        mask = labels == label
+        core = ndimage.binary_erosion(mask)
+        centre = nib.affines.apply_affine(affine, np.argwhere(mask).mean(0))
+        out[organ] = {
+            "hu": float(image[core].mean()),
+            "ml": float(mask.sum() * ml),
+            "right_of_spine": float(centre[0] - spine_x),
+            "z": float(centre[2]),
+        }
+    return out
+
+
+def _spine_x(image, affine) -> float:
+    """World x (mm) of the vertebrae: the centre of bone (> 250 HU) near the body's midline."""
+    bone = np.argwhere(image > 250)
+    body = np.flatnonzero((image > -400).any(axis=(1, 2)))
+    mid = (body.min() + body.max()) / 2
+    near = bone[np.abs(bone[:, 0] - mid) < 0.08 * image.shape[0]]
+    return float(nib.affines.apply_affine(affine, [near[:, 0].mean(), 0, 0])[0])
+
+
+def calibrate(args, tmp: Path) -> str:
+    """The real CT 9001's numbers beside the ct family's spread (no training)."""
+    img = nib.load(REAL_CT / "images" / f"{CASE}_0000.nii.gz")
+    image = np.asarray(img.dataobj).astype(np.float32)
+    labels = np.asarray(nib.load(REAL_CT / "labels" / f"{CASE}.nii.gz").dataobj)
+    real = _organ_stats(image, labels, img.affine, _spine_x(image, img.affine))
+    drawn, phases = [], []
+    for k in range(1, args.phantoms + 1):
+        p_img, p_lab, p_aff, info = make_ct_phantom(args.seed, k, args.shape, jitter=args.jitter)
+        drawn.append(_organ_stats(p_img.astype(np.float32), p_lab, p_aff, info["spine"][0]))
+        phases.append(info["phase"])
+    lines = [
+        dated_heading(
+            f"calibration: real CT 9001 vs {args.phantoms} ct phantoms "
+            f"{'×'.join(map(str, args.shape))} (seed {args.seed}, HU jitter {args.jitter:g}; "
+            f"phases: {', '.join(f'{p} {phases.count(p)}' for p in sorted(set(phases)))})"
+        ),
+        "",
+        "Mean HU inside each organ (eroded by a voxel), volume, centre right (+) or left (−)",
+        "of the spine; phantoms as median [min–max]; the phantoms' non-contrast cases apart,",
+        "as 9001 is unenhanced. The right kidney's centre below the left's: `R−L z`.",
+        "",
+        "| organ | 9001 HU | phantoms HU (non-contrast) | phantoms HU (all) | 9001 ml | "
+        "phantoms ml | 9001 mm from spine | phantoms mm from spine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def spread(values) -> str:
+        if not values:
+            return "–"
+        return f"{np.median(values):.0f} [{min(values):.0f}–{max(values):.0f}]"
+
+    for organ in ORGANS:
+        nc = [d[organ]["hu"] for d, p in zip(drawn, phases, strict=True) if p == "non-contrast"]
+        lines.append(
+            f"| {organ} | {real[organ]['hu']:.0f} | {spread(nc)} | "
+            f"{spread([d[organ]['hu'] for d in drawn])} | {real[organ]['ml']:.0f} | "
+            f"{spread([d[organ]['ml'] for d in drawn])} | {real[organ]['right_of_spine']:+.0f} | "
+            f"{spread([d[organ]['right_of_spine'] for d in drawn])} |"
+        )
+    drop = [d["left_kidney"]["z"] - d["right_kidney"]["z"] for d in drawn]
+    real_drop = real["left_kidney"]["z"] - real["right_kidney"]["z"]
+    lines += [
+        "",
+        f"Right kidney lower than the left by {real_drop:.0f} mm in 9001; {spread(drop)} mm in the phantoms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, DEMO_SHAPE)
-    parser.add_argument("mode", choices=("sim2real", "folder"))
+    parser.add_argument("mode", choices=("sim2real", "folder", "calibrate"))
     parser.add_argument("--phantoms", type=int, default=16, help="sim2real: training phantoms")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER, help="HU randomisation sd")
@@ -281,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "folder" and not (args.data or args.synth):
         parser.error("folder needs --data DIR or --synth N")
     with tempfile.TemporaryDirectory(prefix="flare-bench-real-ct-") as tmp:
-        block = (sim2real if args.mode == "sim2real" else folder)(args, Path(tmp))
+        mode = {"sim2real": sim2real, "folder": folder, "calibrate": calibrate}[args.mode]
+        block = mode(args, Path(tmp))
     finish(block, args.output, HEADING, INTRO, append=not args.no_append)
     return 0
 
