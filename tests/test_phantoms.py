@@ -18,7 +18,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from flare_helpers import synthetic
+from flare_helpers import examples, synthetic
 from flare_helpers.cli import synth_main
 from flare_helpers.phantom_hu import HU, PHASES
 from flare_helpers.phantoms import make_ct_phantom
@@ -195,3 +195,10 @@ def test_cli_family_option(tmp_path, capsys):
         synthetic.make_phantom(0, 1, family="nope")
     with pytest.raises(synthetic.FlareError, match="voxel-scale"):
         synthetic.make_phantom(0, 1, voxel_scale=2.0)
+
+
+def test_the_example_real_ct_is_the_whole_scan_9001():
+    folder = examples.real_ct_folder()
+    image = nib.load(folder / "images" / f"{examples.REAL_CT_CASE}_0000.nii.gz")
+    assert image.shape == (122, 101, 112) and "".join(nib.aff2axcodes(image.affine)) == "RAS"
+    assert (folder.parent / "LICENSE-TotalSegmentator.txt").is_file()
