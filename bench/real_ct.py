@@ -19,6 +19,7 @@ Training and scoring go through the console commands (``flare-train``, ``flare-p
     python bench/real_ct.py calibrate --phantoms 40 --shape 128 128 48   # 9001 vs the family
     python bench/real_ct.py sim2real                          # 16 phantoms, the demo budget
     python bench/real_ct.py sim2real --jitter 0 --no-append   # calibrated HU only
+    python bench/real_ct.py sim2real --model runs/demo/model/best.keras   # make demo's model
     python bench/real_ct.py folder --synth 34 --train-cases 30 --minutes 10
     python bench/real_ct.py folder --data path/to/FLARE22Train --train-cases 10 --minutes 30
 """
@@ -144,10 +145,31 @@ def _image_of(label: Path) -> Path:
     return label.parent.parent / "images" / label.name.replace(".nii.gz", "_0000.nii.gz")
 
 
+def _epochs(run: Path) -> str:
+    """``main (localiser)`` epochs completed in a run folder, from its history files."""
+    counts = []
+    for name in ("history.csv", "localizer_history.csv"):
+        path = run / name
+        counts.append(len(pd.read_csv(path)) if path.exists() else 0)
+    return f"{counts[0]} epochs ({counts[1]} localiser)"
+
+
 def sim2real(args, tmp: Path) -> str:
-    phantoms = write_phantoms(tmp / "phantoms", args.phantoms, args.seed, args.shape, args.jitter)
-    extra = [f"train.time_limit_minutes={args.minutes}"] if args.minutes else []
-    model, minutes = train(phantoms, tmp / "work", [*extra, *args.overrides])
+    if args.model:
+        model = args.model
+        trained = f"the model {args.model} ({_epochs(args.model.parent)})"
+    else:
+        phantoms = write_phantoms(
+            tmp / "phantoms", args.phantoms, args.seed, args.shape, args.jitter
+        )
+        extra = [f"train.time_limit_minutes={args.minutes}"] if args.minutes else []
+        model, minutes = train(phantoms, tmp / "work", [*extra, *args.overrides])
+        trained = (
+            f"{args.phantoms} ct phantoms {'×'.join(map(str, args.shape))} (seed {args.seed}, "
+            f"HU jitter {args.jitter:g})"
+            + (f", {' '.join(args.overrides)}" if args.overrides else "")
+            + f", trained {minutes:.1f} min, {_epochs(model.parent)}"
+        )
     real = tmp / "real"
     for kind, suffix in (("images", "_0000"), ("labels", "")):
         (real / kind).mkdir(parents=True)
@@ -179,12 +201,7 @@ def sim2real(args, tmp: Path) -> str:
     scores = _scores(tmp / "s.csv")
     geo = side_and_volume(pred_dir / f"{CASE}.nii.gz", real / "labels" / f"{CASE}.nii.gz")
     lines = [
-        dated_heading(
-            f"sim2real: {args.phantoms} ct phantoms {'×'.join(map(str, args.shape))} "
-            f"(seed {args.seed}, HU jitter {args.jitter:g})"
-            + (f", {' '.join(args.overrides)}" if args.overrides else "")
-            + f" → real CT 9001; trained {minutes:.1f} min, predicted in {predict_s:.0f} s"
-        ),
+        dated_heading(f"sim2real: {trained} → real CT 9001, predicted in {predict_s:.0f} s"),
         "",
         environment(),
         "",
@@ -249,7 +266,8 @@ def folder(args, tmp: Path) -> str:
     lines = [
         dated_heading(
             f"folder: {source}, trained on {args.train_cases} ({minutes:.1f} min incl. "
-            f"preprocessing, budget {args.minutes:g} min), {len(parts['held_out'])} held out"
+            f"preprocessing, budget {args.minutes:g} min, {_epochs(model.parent)}), "
+            f"{len(parts['held_out'])} held out"
             + (f", {' '.join(args.overrides)}" if args.overrides else "")
         ),
         "",
@@ -351,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER, help="HU randomisation sd")
     parser.add_argument("--minutes", type=float, default=0.0, help="training time limit (0: none)")
     parser.add_argument("--data", type=Path, help="folder: a FLARE22-layout folder")
+    parser.add_argument(
+        "--model", type=Path, help="sim2real: score this trained model (e.g. make demo's)"
+    )
     parser.add_argument("--synth", type=int, default=0, help="folder: generate N phantoms instead")
     parser.add_argument("--train-cases", type=int, default=4)
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], help="extra key=value")
