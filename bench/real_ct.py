@@ -248,15 +248,25 @@ def folder(args, tmp: Path) -> str:
             *args.overrides,
         ],
     )
+    # Training DSC on at most --score-train of the training cases (scoring costs a prediction each).
+    shutil.rmtree(tmp / "train_scored", ignore_errors=True)
+    for kind in ("images", "labels"):
+        (tmp / "train_scored" / kind).mkdir(parents=True)
+    for name in parts["train"][: args.score_train]:
+        for kind, suffix in (("images", "_0000"), ("labels", "")):
+            os.symlink(
+                data / kind / f"{name}{suffix}.nii.gz",
+                tmp / "train_scored" / kind / f"{name}{suffix}.nii.gz",
+            )
     rows = {}
-    for part in parts:
+    for part, folder_name in (("train", "train_scored"), ("held_out", "held_out")):
         csv = tmp / f"{part}.csv"
         _cli(
             "flare-evaluate",
             "--model-path",
             str(model),
             "--data-path",
-            str(tmp / part),
+            str(tmp / folder_name),
             "--cases",
             "all",
             "--output",
@@ -278,7 +288,9 @@ def folder(args, tmp: Path) -> str:
     ]
     for part, dsc in rows.items():
         cells = " | ".join(f"{dsc[o]:.3f}" for o in ORGANS)
-        lines.append(f"| {part} | {cells} | **{np.mean([dsc[o] for o in ORGANS]):.3f}** |")
+        label = "train" if part == "train" else "held out"
+        n = min(args.score_train, args.train_cases) if part == "train" else len(parts[part])
+        lines.append(f"| {label} ({n}) | {cells} | **{np.mean([dsc[o] for o in ORGANS]):.3f}** |")
     gap = np.mean([rows["train"][o] for o in ORGANS]) - np.mean(
         [rows["held_out"][o] for o in ORGANS]
     )
@@ -374,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--synth", type=int, default=0, help="folder: generate N phantoms instead")
     parser.add_argument("--train-cases", type=int, default=4)
+    parser.add_argument(
+        "--score-train", type=int, default=6, help="folder: training cases scored for the gap"
+    )
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], help="extra key=value")
     args = parser.parse_args(argv)
     if args.mode == "folder" and not (args.data or args.synth):
