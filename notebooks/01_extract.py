@@ -64,6 +64,7 @@ work_dir = "/content/drive/MyDrive/flare-vnet"  # cache, model, results (on Driv
 synthetic_cases = 0  # > 0: write this many phantom cases to zip_path first
 synthetic_shape = [64, 64, 32]  # voxels per phantom case
 synthetic_seed = 0
+synthetic_family = "ct"  # "ct": CT-like phantoms, CT-sized at any shape; "simple": fast ellipsoids
 
 # %%
 import pandas as pd
@@ -76,14 +77,18 @@ zip_file = series.zip_file(zip_path)
 # %% [markdown]
 # ## Optional: a synthetic data set
 #
-# Phantom CTs with a body, a spine and all 13 FLARE22 organs at plausible places and HU
-# values, anisotropic spacing and mixed orientations (RAS, LPS, …), so the rest of the
-# series can run without the real data. The same seed gives identical files.
+# Phantom CTs with all 13 FLARE22 organs, so the rest of the series can run without the
+# real data. The default `ct` family draws CT-like anatomy of CT size whatever the voxel
+# shape: a lobed liver reaching across the midline, bean kidneys with cortex and pelvis, a
+# crescent spleen, bowel with gas or contrast, vessels, vertebrae, ribs, the table; a
+# non-contrast, arterial or portal-venous phase; scanner blur and noise; anisotropic
+# spacing and mixed orientations (RAS, LPS, …). `simple` draws uniform ellipsoids (fast,
+# for quick tests). The same seed gives identical files.
 
 # %%
 if synthetic_cases:
     zip_file = synthetic.write_synthetic_zip(
-        zip_file.parent, synthetic_cases, synthetic_seed, synthetic_shape
+        zip_file.parent, synthetic_cases, synthetic_seed, synthetic_shape, family=synthetic_family
     )
 zip_file
 

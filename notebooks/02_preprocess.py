@@ -65,7 +65,7 @@ ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
 
 # %%
 # %matplotlib inline
-from flare_helpers import cases, config, nifti, preprocess, series, viz
+from flare_helpers import cases, config, examples, nifti, preprocess, series, viz
 from flare_helpers.workflows import ceiling
 
 paths = series.series_paths(work_dir, data_root)
@@ -135,6 +135,19 @@ print(preprocess.read_manifest(paths.cache_dir)["statistics"])
 load_case = viz.case_loader(paths.data_dir)
 original = load_case(shown)
 viz.plot_case(original.image, original.spacing, gt=original.gt, title=f"{shown} (original grid)")
+
+# %% [markdown]
+# ## A real CT beside it
+#
+# The same views of a real patient: TotalSegmentator's example CT (abdomen and pelvis, 3 mm
+# voxels; its organ outlines were drawn by TotalSegmentator, not by a person; Apache-2.0,
+# github.com/wasserth/TotalSegmentator), shipped with this package. If the case above is a
+# phantom, compare: organ shapes, the fat between organs, bowel, bone, noise. A network
+# trained only on phantoms has to find these organs.
+
+# %%
+real = viz.case_loader(examples.real_ct_folder())(examples.REAL_CT_CASE)
+viz.plot_case(real.image, real.spacing, gt=real.gt, title="real CT (TotalSegmentator example)")
 # %% [markdown]
 # ## The same case as the network sees it
 #

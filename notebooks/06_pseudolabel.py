@@ -51,6 +51,7 @@ n_cases = 200  # unlabelled scans to pseudo-label, from the first (0: all of the
 synthetic_unlabelled = 0  # > 0: write this many phantom scans beside unlabelled_path first
 synthetic_shape = [64, 64, 32]  # voxels per phantom scan
 synthetic_seed = 0
+synthetic_family = "ct"  # "ct": CT-like phantoms, CT-sized at any shape; "simple": fast ellipsoids
 config_path = ""  # the same settings YAML as in notebooks 02 and 03 (empty: defaults)
 overrides = []  # the same overrides as in 02 and 03, plus any pseudo.* settings
 epochs = 100
@@ -78,7 +79,11 @@ cfg = series.notebook_config(
 images = Path(series.resolve(unlabelled_path, "FLARE_UNLABELLED"))
 if synthetic_unlabelled:
     images, _ = synthetic.write_unlabelled(
-        images.parent, synthetic_unlabelled, synthetic_seed, synthetic_shape
+        images.parent,
+        synthetic_unlabelled,
+        synthetic_seed,
+        synthetic_shape,
+        family=synthetic_family,
     )
 teacher = paths.model_path
 first = pseudo_round.round_paths(paths.work_dir, 1)

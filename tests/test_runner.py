@@ -317,13 +317,19 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
         "print(sorted(runner.load_profile('ci')))\n"
         "from flare_helpers import config\n"
         "print(repr(config.documented_yaml()))\n"
+        "from flare_helpers import examples\n"
+        "print(examples.real_ct_folder())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr[-1500:]
-    folder, names, profile, documented = done.stdout.splitlines()
+    folder, names, profile, documented, real_ct = done.stdout.splitlines()
+    # notebook 02's real CT ships as package data (Colab has no tests/data)
+    assert Path(real_ct) == site / "flare_helpers" / "real_ct" / "FLARE22Train"
+    assert (Path(real_ct) / "labels" / "FLARE22_Tr_9001.nii.gz").stat().st_size > 10_000
+    assert (Path(real_ct).parent / "LICENSE-TotalSegmentator.txt").is_file()
     # the settings' comments ship with the package (the repository's config.yaml is not)
     assert eval(documented) == (repo / "config.yaml").read_text(encoding="utf-8")  # noqa: S307
     assert Path(folder) == site / "flare_helpers" / "notebooks"
