@@ -24,16 +24,45 @@ from flare_helpers.fileio import atomic_path, read_history, write_text_atomic
 _CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.keras$")
 
 
+#: Metrics whose exponential moving average :class:`HistoryLog` adds as ``ema_<name>``.
+EMA_OF = ("val_mean_dice", "mean_dice")
+
+
+def ema_name(monitor: str) -> str:
+    """The history column of ``monitor``'s moving average (``ema_val_mean_dice``)."""
+    return f"ema_{monitor}"
+
+
+def moving_average(values: list[float], smoothing: float) -> list[float]:
+    """nnU-Net's EMA pseudo-Dice: ``ema_0 = v_0``, ``ema_t = a·ema_{t-1} + (1 - a)·v_t``
+    (``a = smoothing``; nnU-Net's is 0.9); a NaN value leaves the average unchanged."""
+    out: list[float] = []
+    for value in values:
+        previous = out[-1] if out else math.nan
+        if math.isnan(value):
+            out.append(previous)
+        elif math.isnan(previous):
+            out.append(value)
+        else:
+            out.append(smoothing * previous + (1.0 - smoothing) * value)
+    return out
+
+
 class HistoryLog(keras.callbacks.Callback):
     """CSV of every logged metric per epoch, rewritten atomically after each epoch.
 
     Rows from epochs at or after ``initial_epoch`` (left by a run that crashed
     before its checkpoint was saved) are dropped, so each epoch appears once.
+    Each metric of :data:`EMA_OF` also gets its moving average ``ema_<name>``
+    (:func:`moving_average`, from the rows on disk, so a resumed run continues it):
+    validation Dice on a few cases jumps from epoch to epoch, and the best model
+    is picked by the average (as nnU-Net picks its best checkpoint).
     """
 
-    def __init__(self, path: str | Path, initial_epoch: int = 0) -> None:
+    def __init__(self, path: str | Path, initial_epoch: int = 0, smoothing: float = 0.9) -> None:
         super().__init__()
         self.path = Path(path)
+        self.smoothing = float(smoothing)
         self.rows: list[dict[str, float]] = [
             row for row in read_history(self.path) if row["epoch"] < initial_epoch
         ]
@@ -43,7 +72,12 @@ class HistoryLog(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             row[key] = float(value)
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        self.rows = [r for r in self.rows if r["epoch"] < epoch]
+        for name in EMA_OF:
+            if name in row:
+                previous = [r.get(ema_name(name), math.nan) for r in self.rows[-1:]]
+                row[ema_name(name)] = moving_average(previous + [row[name]], self.smoothing)[-1]
+        self.rows.append(row)
         keys: list[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]

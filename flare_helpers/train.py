@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 
 from flare_helpers import callbacks as cb
-from flare_helpers import localize
+from flare_helpers import localize, runtime
 from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json, write_json_atomic
@@ -140,8 +140,8 @@ def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     from flare_helpers.model import vnet_from_config
     from flare_helpers.train_metrics import training_metrics
 
-    precision = cfg.train.mixed_precision
-    dtype = None if precision == "none" else precision
+    precision = runtime.resolve_mixed_precision(cfg.train.mixed_precision)[0]
+    dtype = None if precision == "float32" else precision
     model = vnet_from_config(cfg.model, cfg.preprocess.target_shape, n_classes, dtype=dtype)
     optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
     if precision == "mixed_float16":
@@ -185,7 +185,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     }
     if cfg.preprocess.mode == "spacing":
         common["patch_shape"] = cfg.preprocess.target_shape
-        common["patches_per_case"] = cfg.train.patches_per_case
+        common["voxel_mm"] = cfg.preprocess.target_spacing
     from flare_helpers.pseudolabel import training_cases
 
     train_ids, weights = list(splits["train"]), None
@@ -200,6 +200,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
         shuffle=True,
         seed=cfg.train.seed,
         epoch=initial_epoch,
+        steps_per_epoch=cfg.train.steps_per_epoch,
         workers=cfg.train.workers,
         use_multiprocessing=cfg.train.use_multiprocessing,
         drop_remainder=cfg.train.distribution != "none",
@@ -226,8 +227,9 @@ class TrainingRun:
     Attributes:
         layout: the run folder's files.
         splits: the split this run trains on (the run folder's copy once written).
-        monitor: the metric that picks the best model (``val_mean_dice``, or
-            ``mean_dice`` without validation cases).
+        monitor: the metric that picks the best model (``ema_val_mean_dice``, the moving
+            average of the validation mean Dice, or ``ema_mean_dice`` of the training
+            Dice without validation cases).
         initial_epoch: epochs already completed (the newest resume checkpoint).
         epochs: where ``fit`` stops: ``train.epochs``, or ``initial_epoch`` when
             there is nothing left to train (finished, or stopped early).
@@ -319,10 +321,10 @@ def _open_run(cfg: Config, layout: RunLayout, lock: FolderLock, progress: bool) 
         write_json_atomic(layout.splits, splits)
     if not splits["train"]:
         raise FlareError("the training split is empty", layout.splits)
-    monitor = "val_mean_dice" if splits["val"] else "mean_dice"
+    monitor = cb.ema_name("val_mean_dice" if splits["val"] else "mean_dice")
     latest = cb.latest_checkpoint(layout.checkpoints)
     initial_epoch = latest[0] if latest is not None else 0
-    history = cb.HistoryLog(layout.history, initial_epoch)
+    history = cb.HistoryLog(layout.history, initial_epoch, cfg.train.ema_smoothing)
     more = initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg)
     return TrainingRun(
         layout,
