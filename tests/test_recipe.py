@@ -99,3 +99,19 @@ def test_seed_recipe_epoch_is_one_patch_per_case():
     cfg = load_config(None, ["train.recipe=seed", "train.batch_size=4"])
     plan = budget.plan_training(cfg, n_train_cases=35)
     assert plan.steps_per_epoch == 9 and plan.steps == 900  # the 900 steps of the old default
+
+
+def test_generalisation_gap_per_organ_from_the_history(tmp_path):
+    from flare_helpers.callbacks import gap_lines, generalisation_gap
+
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,dice_liver,val_dice_liver,mean_dice,val_mean_dice\n"
+        "0,0.1,0.1,0.1,0.1\n1,0.9,0.7,0.8,0.6\n2,0.7,0.5,0.6,0.4\n",
+        encoding="utf-8",
+    )
+    table = generalisation_gap(path, ["liver"], last=2)
+    assert [r["organ"] for r in table] == ["liver", "mean"]
+    assert table[0]["train"] == pytest.approx(0.8) and table[0]["val"] == pytest.approx(0.6)
+    assert table[0]["gap"] == pytest.approx(0.2) and table[1]["gap"] == pytest.approx(0.2)
+    assert "+0.200" in gap_lines(table)
