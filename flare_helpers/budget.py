@@ -12,7 +12,8 @@ step runs:
 - a GPU sustains only part of its peak on 3D convolutions of few channels:
   :data:`GPU_EFFICIENCY` of the peak of the precision in use is assumed (an
   assumption, not a measurement: Colab's T4 throttles at 70 W, and cuDNN's
-  kernels for 5³ kernels of 16–32 channels are far from peak).
+  half-precision kernels for 5³ kernels of 16–32 channels run far from the tensor
+  cores' peak, 10 %; float32 on the CUDA cores gets closer to its lower peak, 40 %).
 
 Nothing here imports Keras; the numbers come from the settings alone.
 """
@@ -28,8 +29,9 @@ from flare_helpers.config import Config, ModelConfig
 #: nnU-Net's default budget (``nnUNetTrainer``: 1,000 epochs of 250 steps, batch 2).
 NNUNET_EPOCHS, NNUNET_STEPS_PER_EPOCH, NNUNET_BATCH = 1000, 250, 2
 
-#: Share of the GPU's peak throughput assumed to be sustained when training the VNet.
-GPU_EFFICIENCY = 0.1
+#: Share of the GPU's peak throughput assumed to be sustained when training the VNet,
+#: by arithmetic: half precision (tensor cores) and float32.
+GPU_EFFICIENCY = {"half": 0.1, "float32": 0.4}
 
 #: Training step ≈ forward + backward (gradients of activations and of weights).
 TRAIN_STEP_FACTOR = 3
@@ -128,7 +130,7 @@ def plan_training(
     *,
     gpu: GpuSpec = T4,
     precision: str | None = None,
-    efficiency: float = GPU_EFFICIENCY,
+    efficiency: float | None = None,
 ) -> TrainingPlan:
     """Steps, patches and the estimated time of training ``cfg`` on ``gpu``.
 
@@ -137,7 +139,7 @@ def plan_training(
         n_val_samples: validation patches (or volumes) scored after each epoch.
         precision: the dtype policy on that GPU; default: what ``train.mixed_precision``
             resolves to there (``auto``: ``mixed_float16`` on a T4).
-        efficiency: share of the peak sustained (:data:`GPU_EFFICIENCY`).
+        efficiency: share of the peak sustained (default: :data:`GPU_EFFICIENCY`).
     """
     t = cfg.train
     steps_per_epoch = t.steps_per_epoch or math.ceil(max(n_train_cases, 1) / t.batch_size)
@@ -145,7 +147,9 @@ def plan_training(
     if precision is None:
         auto = "mixed_bfloat16" if gpu.name in ("A100", "L4", "H100") else "mixed_float16"
         precision = {"auto": auto, "none": "float32"}.get(t.mixed_precision, t.mixed_precision)
-    peak = gpu.float32_tflops if precision == "float32" else gpu.half_tflops
+    kind = "float32" if precision == "float32" else "half"
+    peak = gpu.float32_tflops if kind == "float32" else gpu.half_tflops
+    efficiency = GPU_EFFICIENCY[kind] if efficiency is None else efficiency
     from_labels = 1 + len(cfg.data.organs)
     forward = vnet_flops(cfg.model, cfg.preprocess.target_shape, from_labels) / 1e12
     step_tflop = TRAIN_STEP_FACTOR * forward * t.batch_size

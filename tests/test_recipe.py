@@ -92,7 +92,7 @@ def test_default_plan_on_a_t4():
     assert plan.time_line().endswith("resumes after a disconnect")
     assert "nnU-Net: 1000 × 250 × 2 = 500,000 patches" in plan.budget_line()
     float32 = budget.plan_training(cfg.replace(train={"mixed_precision": "none"}), 35)
-    assert float32.hours == pytest.approx(plan.hours * 65 / 8.1, rel=0.05)
+    assert float32.hours == pytest.approx(plan.hours * (65 * 0.1) / (8.1 * 0.4), rel=0.05)
 
 
 def test_seed_recipe_epoch_is_one_patch_per_case():
