@@ -132,7 +132,9 @@ def run(args, tmp: Path) -> list[dict]:
         row["steps"] = steps
         row["phantoms"] = dsc(result.best_model, test_data, tmp / name / "test")
         if args.real:
-            row["real"] = dsc(result.best_model, args.real, tmp / name / "real", which=["9001"])
+            row["real"] = dsc(
+                result.best_model, args.real, tmp / name / "real", which=["FLARE22_Tr_9001"]
+            )
         print(name, {k: v for k, v in row.items() if k not in ("phantoms", "real")}, flush=True)
         print("  phantoms", {k: round(v, 3) for k, v in row["phantoms"].items()}, flush=True)
         if "real" in row:
