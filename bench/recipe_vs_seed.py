@@ -14,7 +14,7 @@ another seed family and, if ``--real`` names a FLARE22-layout folder holding cas
   samples from the whole case.)
 - new: nnU-Net's augmentation (``AugmentConfig()``), epochs of ``--steps`` steps and
   poly decay from lr 0.002 over as many epochs as the old recipe's measured pace fits
-  in the budget.
+  in the wall-clock time the old recipe took (its time limit ends at an epoch's end).
 
     python bench/recipe_vs_seed.py --real tests/data/real_ct/FLARE22Train   # appends
     python bench/recipe_vs_seed.py --minutes 1 --cases 6 --no-append        # smoke
@@ -120,10 +120,12 @@ def run(args, tmp: Path) -> list[dict]:
     history = read_history(old.history_csv)
     n_train = len(read_splits(old.run_dir / "splits.json")["train"])
     steps_done = len(history) * math.ceil(n_train / 2)
+    # The old recipe stops at the first epoch end past the limit: the new one gets the
+    # same wall-clock time, its poly decay spread over the epochs the old pace fits in it.
     per_step = old_s / max(steps_done, 1)
-    epochs = max(1, int(args.minutes * 60 / (per_step * args.steps)))
+    epochs = max(1, math.ceil(old_s / (per_step * args.steps)))
     new_overrides = [*base, f"train.steps_per_epoch={args.steps}", f"train.epochs={epochs}"]
-    new, new_s = train_recipe("new", new_overrides, tmp, args.minutes)
+    new, new_s = train_recipe("new", new_overrides, tmp, old_s / 60)
     for name, result, seconds, steps in (
         ("old", old, old_s, steps_done),
         ("new", new, new_s, new.epochs_completed * args.steps),
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, PHANTOM_SHAPE)
     parser.add_argument("--cases", type=int, default=20, help="training phantoms (15%% to val)")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget per recipe")
-    parser.add_argument("--steps", type=int, default=50, help="new recipe's steps per epoch")
+    parser.add_argument("--steps", type=int, default=20, help="new recipe's steps per epoch")
     parser.add_argument("--real", type=Path, help="FLARE22-layout folder holding case 9001")
     parser.add_argument("--train-data", type=Path, help="extracted training phantoms to use")
     parser.add_argument("--test-data", type=Path, help="extracted held-out phantoms to use")
