@@ -106,8 +106,9 @@ class TrainingPlan:
 
     def time_line(self) -> str:
         """``"about 25,000 steps, ≈ 3.6 h on a T4; resumes after a disconnect"``."""
+        took = f"{self.hours:.1f} h" if self.hours >= 1 else f"{self.hours * 60:.0f} min"
         return (
-            f"about {self.steps:,} steps, ≈ {self.hours:.1f} h on a {self.gpu.name} "
+            f"about {self.steps:,} steps, ≈ {took} on a {self.gpu.name} "
             f"({self.precision}; estimated from FLOPs); resumes after a disconnect"
         )
 
@@ -119,7 +120,7 @@ class TrainingPlan:
             f"budget: {self.epochs} epochs × {self.steps_per_epoch} steps × {self.batch_size} "
             f"= {self.patches:,} patches in {self.steps:,} steps; nnU-Net: {NNUNET_EPOCHS} × "
             f"{NNUNET_STEPS_PER_EPOCH} × {NNUNET_BATCH} = {nnunet_patches:,} patches in "
-            f"{nnunet_steps:,} steps ({self.patches / nnunet_patches:.0%} of it)"
+            f"{nnunet_steps:,} steps ({100 * self.patches / nnunet_patches:.2g} % of it)"
         )
 
 

@@ -91,6 +91,9 @@ def test_default_plan_on_a_t4():
     assert plan.time_line().startswith(f"about {plan.steps:,} steps, ≈ ")
     assert plan.time_line().endswith("resumes after a disconnect")
     assert "nnU-Net: 1000 × 250 × 2 = 500,000 patches" in plan.budget_line()
+    assert plan.budget_line().endswith("(10 % of it)")
+    short = budget.plan_training(cfg.replace(train={"epochs": 1}), 35)
+    assert "≈ 4 min on a T4" in short.time_line() and "(0.1 % of it)" in short.budget_line()
     float32 = budget.plan_training(cfg.replace(train={"mixed_precision": "none"}), 35)
     assert float32.hours == pytest.approx(plan.hours * (65 * 0.1) / (8.1 * 0.4), rel=0.05)
 
