@@ -29,6 +29,8 @@ LIGHT_VNET = [
     "model.kernel_size=3",
     "train.batch_size=2",
     "train.learning_rate=0.002",
+    "train.lr_schedule=constant",
+    "train.steps_per_epoch=0",
     "train.epochs=10000",
     "train.seed=3",
 ]

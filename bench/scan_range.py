@@ -48,7 +48,7 @@ MODES = {
         "preprocess.mode=spacing",
         "preprocess.target_spacing=[1.5,1.5,5.0]",
         "preprocess.target_shape=[48,48,24]",
-        "train.patches_per_case=2",
+        "train.steps_per_epoch=16",  # 2 patches per case of 16, batch 2
     ],
 }
 

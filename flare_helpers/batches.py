@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from flare_helpers.augment import augment_pair, lr_swap_pairs
+from flare_helpers.augment import augment_patch, lr_swap_pairs
 from flare_helpers.config import AugmentConfig, TrainConfig
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import read_json
@@ -88,16 +88,22 @@ class FlareDataset(keras.utils.PyDataset):
         drop_remainder: serve only full batches (needed when a batch is split over
             several devices); ignored when there are fewer cases than one batch.
         patch_shape: serve random ``patch_shape`` crops instead of whole volumes
-            (``spacing`` mode; cases may then differ in shape). Each epoch has
-            ``patches_per_case`` samples per case; a sample is centred on an organ
-            voxel with probability ``foreground_fraction`` (:func:`patches.patch_start`).
+            (``spacing`` mode; cases may then differ in shape); a sample is centred on
+            an organ voxel with probability ``foreground_fraction``
+            (:func:`patches.patch_start`).
+        steps_per_epoch: batches per epoch whatever the number of cases (nnU-Net's
+            250): ``steps_per_epoch × batch_size`` samples, the cases taken in a new
+            seeded order each round, so each appears equally often (±1). 0: one
+            sample per case per epoch.
+        voxel_mm: the grid's voxel size, so that augmentation rotates the body in mm.
         organ_patches: validation patches instead: one centred on each organ present
             in each case (:func:`patches.organ_patch_starts`), the same every epoch,
             so every organ of every case is scored and scores compare across epochs.
         case_weights: how often each case is drawn relative to a weight-1 case
-            (pseudo-labelled cases, ``pseudo.sample_weight``); an epoch then has
-            ``round(sum(weights) × patches_per_case)`` samples, case ``i`` appearing
-            ``weights[i] × patches_per_case`` times (the fractional parts drawn per epoch).
+            (pseudo-labelled cases, ``pseudo.sample_weight``): case ``i`` appears
+            ``weights[i] / sum(weights)`` of an epoch's samples (the fractional parts
+            drawn per epoch); with ``steps_per_epoch=0`` an epoch has
+            ``round(sum(weights))`` samples.
 
     Reproducibility, also with workers: batch ``i`` is a pure function of
     ``(seed, epoch, i)``. The case order of an epoch is
@@ -148,7 +154,8 @@ class FlareDataset(keras.utils.PyDataset):
         max_queue_size: int = 8,
         drop_remainder: bool = False,
         patch_shape: Sequence[int] | None = None,
-        patches_per_case: int = 1,
+        steps_per_epoch: int = 0,
+        voxel_mm: Sequence[float] | None = None,
         foreground_fraction: float = TrainConfig.foreground_fraction,
         organ_patches: bool = False,
         case_weights: Sequence[float] | None = None,
@@ -168,14 +175,16 @@ class FlareDataset(keras.utils.PyDataset):
                 f"n_classes is {n_classes} but {len(organ_set.organs)} organs give "
                 f"{organ_set.n_classes} classes (background + organs)"
             )
-        if batch_size < 1 or seed < 0 or epoch < 0:
+        if batch_size < 1 or seed < 0 or epoch < 0 or steps_per_epoch < 0:
             raise FlareError(
-                f"need batch_size >= 1, seed >= 0, epoch >= 0; got {batch_size}, {seed}, {epoch}"
+                "need batch_size >= 1, seed >= 0, epoch >= 0, steps_per_epoch >= 0; got "
+                f"{batch_size}, {seed}, {epoch}, {steps_per_epoch}"
             )
         self.n_classes = int(n_classes)
         self.batch_size = int(batch_size)
         self.patch_shape = tuple(int(n) for n in patch_shape) if patch_shape else None
-        self.samples_per_case = int(patches_per_case) if self.patch_shape else 1
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.voxel_mm = tuple(float(v) for v in voxel_mm) if voxel_mm is not None else None
         self.drop_remainder = bool(drop_remainder)
         self.foreground_fraction = float(foreground_fraction)
         self._arrays: dict[Path, np.ndarray] = {}
@@ -202,7 +211,8 @@ class FlareDataset(keras.utils.PyDataset):
             )
             if not self.fixed_samples:
                 raise FlareError("no organ in any of these cases to validate on", self.cache_dir)
-        self.n_samples = len(self.fixed_samples) or len(self.case_ids) * self.samples_per_case
+        by_steps = self.steps_per_epoch * self.batch_size
+        self.n_samples = len(self.fixed_samples) or by_steps or len(self.case_ids)
         self.case_weights = None
         if case_weights is not None and not self.fixed_samples:
             weights = np.asarray(case_weights, dtype=np.float64)
@@ -211,8 +221,11 @@ class FlareDataset(keras.utils.PyDataset):
                     f"need one weight >= 0 per case ({len(self.case_ids)}), not all 0; "
                     f"got {list(weights)}"
                 )
-            self.case_weights = weights * self.samples_per_case
-            self.n_samples = max(1, int(round(self.case_weights.sum())))
+            if by_steps:
+                self.case_weights = weights / weights.sum() * by_steps
+            else:
+                self.case_weights = weights
+                self.n_samples = max(1, int(round(weights.sum())))
         self.drop_remainder = bool(drop_remainder) and self.n_samples >= self.batch_size
 
     def _check_cache(self) -> tuple[int, int, int]:
@@ -260,7 +273,7 @@ class FlareDataset(keras.utils.PyDataset):
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """Case indices (into ``case_ids``) in the order served in ``epoch`` (default: current);
-        each case appears ``samples_per_case`` times. Computed once per epoch (every
+        each case appears equally often (±1) unless weighted. Computed once per epoch (every
         sample of a batch asks for it); the array is read-only."""
         epoch = self.epoch if epoch is None else epoch
         cached = self._order_cache
@@ -275,10 +288,17 @@ class FlareDataset(keras.utils.PyDataset):
             return np.array([index for index, _ in self.fixed_samples], dtype=np.int64)
         if self.case_weights is not None:
             return self._weighted_order(epoch)
-        samples = np.arange(self.n_samples)
-        if self.shuffle:
-            samples = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
-        return samples % len(self.case_ids)
+        n_cases = len(self.case_ids)
+        if not self.shuffle:
+            return np.arange(self.n_samples) % n_cases
+        if self.n_samples == n_cases:
+            return np.random.default_rng([self.seed, epoch]).permutation(n_cases)
+        rounds = -(-self.n_samples // n_cases)
+        orders = [
+            np.random.default_rng([self.seed, epoch, 3, k]).permutation(n_cases)
+            for k in range(rounds)
+        ]
+        return np.concatenate(orders)[: self.n_samples]
 
     def _weighted_order(self, epoch: int) -> np.ndarray:
         """Each case ``floor(weight)`` times, the remaining samples drawn by the fractional parts."""
@@ -308,24 +328,45 @@ class FlareDataset(keras.utils.PyDataset):
             )
         return image, label
 
-    def cut(self, image: np.ndarray, label: np.ndarray, position: int):
-        """The patch of ``position`` (same draw for a position and epoch, whatever the thread)."""
+    def start(self, label: np.ndarray, position: int) -> tuple[int, int, int]:
+        """Corner of the patch of ``position`` (same draw for a position and epoch, whatever
+        the thread); ``(0, 0, 0)`` for whole volumes."""
+        if self.patch_shape is None:
+            return (0, 0, 0)
         if self.fixed_samples:
-            start = self.fixed_samples[position][1]
-        else:
-            rng = np.random.default_rng([self.seed, self.epoch, position, 1])
-            start = patch_start(label, self.patch_shape, rng, self.foreground_fraction)
-        return cut_patch(image, start, self.patch_shape), cut_patch(label, start, self.patch_shape)
+            return self.fixed_samples[position][1]
+        rng = np.random.default_rng([self.seed, self.epoch, position, 1])
+        return patch_start(label, self.patch_shape, rng, self.foreground_fraction)
 
     def sample(self, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image and label at ``position`` of the current epoch's order, augmented if set."""
-        image, label = self.read(int(self.order()[position]))
-        if self.patch_shape is not None:
-            image, label = self.cut(image, label, position)
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, position])
-            image, label = augment_pair(image, label, rng, self.augment, self.swap_classes)
-        return image, label
+        """Image and label at ``position`` of the current epoch's order, augmented if set.
+
+        The patch is cut from the memory-mapped case; an augmented one is resampled
+        from the case around the patch, so a rotation shows anatomy, not padding."""
+        image_path, label_path = self._files[int(self.order()[position])]
+        image, label = self._array(image_path), self._array(label_path)
+        if label.shape != image.shape or (
+            self.patch_shape is None and image.shape != self.volume_shape
+        ):
+            raise FlareError(
+                f"cache entry changed shape to {image.shape} (expected {self.volume_shape})",
+                image_path,
+            )
+        start = self.start(label, position)
+        if self.augment is None:
+            image_out = cut_patch(image, start, self.volume_shape).astype(np.float32, copy=False)
+            return image_out, cut_patch(label, start, self.volume_shape).astype(np.uint8)
+        rng = np.random.default_rng([self.seed, self.epoch, position])
+        return augment_patch(
+            image,
+            label,
+            start,
+            self.volume_shape,
+            rng,
+            self.augment,
+            self.swap_classes,
+            self.voxel_mm,
+        )
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):

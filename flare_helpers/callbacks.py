@@ -24,16 +24,45 @@ from flare_helpers.fileio import atomic_path, read_history, write_text_atomic
 _CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.keras$")
 
 
+#: Metrics whose exponential moving average :class:`HistoryLog` adds as ``ema_<name>``.
+EMA_OF = ("val_mean_dice", "mean_dice")
+
+
+def ema_name(monitor: str) -> str:
+    """The history column of ``monitor``'s moving average (``ema_val_mean_dice``)."""
+    return f"ema_{monitor}"
+
+
+def moving_average(values: list[float], smoothing: float) -> list[float]:
+    """nnU-Net's EMA pseudo-Dice: ``ema_0 = v_0``, ``ema_t = a·ema_{t-1} + (1 - a)·v_t``
+    (``a = smoothing``; nnU-Net's is 0.9); a NaN value leaves the average unchanged."""
+    out: list[float] = []
+    for value in values:
+        previous = out[-1] if out else math.nan
+        if math.isnan(value):
+            out.append(previous)
+        elif math.isnan(previous):
+            out.append(value)
+        else:
+            out.append(smoothing * previous + (1.0 - smoothing) * value)
+    return out
+
+
 class HistoryLog(keras.callbacks.Callback):
     """CSV of every logged metric per epoch, rewritten atomically after each epoch.
 
     Rows from epochs at or after ``initial_epoch`` (left by a run that crashed
     before its checkpoint was saved) are dropped, so each epoch appears once.
+    Each metric of :data:`EMA_OF` also gets its moving average ``ema_<name>``
+    (:func:`moving_average`, from the rows on disk, so a resumed run continues it):
+    validation Dice on a few cases jumps from epoch to epoch, and the best model
+    is picked by the average (as nnU-Net picks its best checkpoint).
     """
 
-    def __init__(self, path: str | Path, initial_epoch: int = 0) -> None:
+    def __init__(self, path: str | Path, initial_epoch: int = 0, smoothing: float = 0.9) -> None:
         super().__init__()
         self.path = Path(path)
+        self.smoothing = float(smoothing)
         self.rows: list[dict[str, float]] = [
             row for row in read_history(self.path) if row["epoch"] < initial_epoch
         ]
@@ -43,7 +72,12 @@ class HistoryLog(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             row[key] = float(value)
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        self.rows = [r for r in self.rows if r["epoch"] < epoch]
+        for name in EMA_OF:
+            if name in row:
+                previous = [r.get(ema_name(name), math.nan) for r in self.rows[-1:]]
+                row[ema_name(name)] = moving_average(previous + [row[name]], self.smoothing)[-1]
+        self.rows.append(row)
         keys: list[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
@@ -248,3 +282,39 @@ class TqdmProgress(keras.callbacks.Callback):
 
 
 _SHOWN = {"loss", "mean_dice", "val_loss", "val_mean_dice"}
+
+
+def generalisation_gap(
+    history_csv: str | Path, organs: list[str] | tuple[str, ...], last: int = 5
+) -> list[dict[str, float | str]]:
+    """Training against validation Dice per organ, each the mean of the ``last`` epochs.
+
+    The training Dice is measured on the augmented training patches as they were
+    trained on; the validation Dice on the fixed validation patches. A gap well
+    above a few points means the network learns its training cases by heart.
+
+    Returns:
+        One row per organ and one ``mean`` row: ``organ``, ``train``, ``val`` and
+        ``gap`` (train − val; NaN where the history has no validation Dice).
+    """
+    rows = read_history(history_csv, required=True)[-last:]
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in rows if not math.isnan(r.get(key, math.nan))]
+        return sum(values) / len(values) if values else math.nan
+
+    table = []
+    for organ, key in [*((o, f"dice_{o}") for o in organs), ("mean", "mean_dice")]:
+        train_value, val_value = mean(key), mean(f"val_{key}")
+        table.append(
+            {"organ": organ, "train": train_value, "val": val_value, "gap": train_value - val_value}
+        )
+    return table
+
+
+def gap_lines(table: list[dict[str, float | str]]) -> str:
+    """:func:`generalisation_gap` as aligned text lines (for a notebook or a log)."""
+    lines = [f"{'organ':<14}{'train':>8}{'val':>8}{'gap':>8}"]
+    for row in table:
+        lines.append(f"{row['organ']:<14}{row['train']:>8.3f}{row['val']:>8.3f}{row['gap']:>+8.3f}")
+    return "\n".join(lines)

@@ -145,7 +145,7 @@ def localizer_training_config(cfg: Config) -> Config:
             "batch_size": loc.batch_size,
             "learning_rate": loc.learning_rate,
             "lr_schedule": "constant",
-            "patches_per_case": 1,
+            "steps_per_epoch": 0,
             "distribution": "none",
             "early_stopping_patience": 0,
             "time_limit_minutes": 0.0,

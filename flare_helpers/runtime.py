@@ -75,3 +75,69 @@ def resolve_precision(setting: str, cpuinfo: str | None = None, gpu: bool | None
     if flags:
         return "bfloat16", f"auto: the CPU computes bfloat16 natively ({', '.join(flags)})"
     return "float32", "auto: no native bfloat16 on this CPU (AVX512-BF16 or AMX)"
+
+
+#: Compute capability from which a GPU has bfloat16 tensor cores (NVIDIA Ampere, 8.0).
+BF16_GPU_CAPABILITY = (8, 0)
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """CUDA compute capability ``(major, minor)`` of each GPU the Keras backend sees
+    (``(0, 0)`` where the backend cannot tell; empty on the CPU)."""
+    import keras
+
+    backend = keras.backend.backend()
+    found: list[tuple[int, int]] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for device in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(device)
+            found.append(tuple(details.get("compute_capability") or (0, 0)))
+    elif backend == "jax":
+        import jax
+
+        for device in jax.devices():
+            if device.platform == "gpu":
+                text = str(getattr(device, "compute_capability", "0.0"))
+                major, _, minor = text.partition(".")
+                found.append((int(major or 0), int(minor or 0)))
+    elif backend == "torch":
+        import torch
+
+        found = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    return [(int(major), int(minor)) for major, minor in found]
+
+
+def resolve_mixed_precision(
+    setting: str, capabilities: list[tuple[int, int]] | None = None
+) -> tuple[str, str]:
+    """The Keras dtype policy for ``train.mixed_precision`` and why: ``(policy, reason)``.
+
+    ``auto``: ``mixed_bfloat16`` where every GPU has bfloat16 tensor cores (compute
+    capability >= 8.0: A100, L4, H100), ``mixed_float16`` on older GPUs (a T4 is 7.5:
+    its tensor cores compute float16, about 8x its float32 rate) and ``float32`` on
+    the CPU (no tensor cores; emulated half precision is slower). An explicit
+    setting is kept (``none`` → ``float32``). The model's softmax and the loss stay
+    float32 in every policy.
+
+    Args:
+        capabilities: compute capabilities of the GPUs (default: asked of the backend,
+            :func:`gpu_capabilities`); empty means the CPU.
+    """
+    if setting != "auto":
+        policy = "float32" if setting == "none" else setting
+        return policy, "as set (train.mixed_precision)"
+    capabilities = gpu_capabilities() if capabilities is None else capabilities
+    if not capabilities:
+        return "float32", "auto: no GPU (half precision only pays on GPU tensor cores)"
+    if all(tuple(c) >= BF16_GPU_CAPABILITY for c in capabilities):
+        return (
+            "mixed_bfloat16",
+            "auto: the GPU has bfloat16 tensor cores (compute capability >= 8.0)",
+        )
+    oldest = min(tuple(c) for c in capabilities)
+    return (
+        "mixed_float16",
+        f"auto: the GPU's tensor cores compute float16 (compute capability {oldest[0]}.{oldest[1]})",
+    )

@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 
 from flare_helpers import callbacks as cb
+from flare_helpers import runtime
 from flare_helpers.batches import FlareDataset, weighted_training_cases
 from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.errors import FlareError, one_line
@@ -127,8 +128,8 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
 
 def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
     """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
-    precision = cfg.train.mixed_precision
-    dtype = None if precision == "none" else precision
+    precision = runtime.resolve_mixed_precision(cfg.train.mixed_precision)[0]
+    dtype = None if precision == "float32" else precision
     model = vnet_from_config(cfg.model, cfg.preprocess.target_shape, n_classes, dtype=dtype)
     optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
     if precision == "mixed_float16":
@@ -170,7 +171,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
     }
     if cfg.preprocess.mode == "spacing":
         common["patch_shape"] = cfg.preprocess.target_shape
-        common["patches_per_case"] = cfg.train.patches_per_case
+        common["voxel_mm"] = cfg.preprocess.target_spacing
     train_ids, weights = list(splits["train"]), None
     if cfg.data.pseudo_dirs:
         train_ids, weights = weighted_training_cases(
@@ -183,6 +184,7 @@ def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: i
         shuffle=True,
         seed=cfg.train.seed,
         epoch=initial_epoch,
+        steps_per_epoch=cfg.train.steps_per_epoch,
         workers=cfg.train.workers,
         use_multiprocessing=cfg.train.use_multiprocessing,
         drop_remainder=cfg.train.distribution != "none",
@@ -284,8 +286,9 @@ class TrainingRun:
     Attributes:
         files: what this network writes (:attr:`RunLayout.vnet` or :attr:`RunLayout.localizer`).
         splits: the split it trains on.
-        monitor: the metric that picks the best model (``val_mean_dice``, or
-            ``mean_dice`` without validation cases).
+        monitor: the metric that picks the best model (``ema_val_mean_dice``, the moving
+            average of the validation mean Dice, or ``ema_mean_dice`` of the training
+            Dice without validation cases).
         initial_epoch: epochs already completed (the newest resume checkpoint).
         epochs: where ``fit`` stops: ``train.epochs``, or ``initial_epoch`` when
             there is nothing left to train (finished, or stopped early).
@@ -343,10 +346,10 @@ def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) ->
             checkpoint[1] if checkpoint is not None else None,
             finished=done,
         )
-    monitor = "val_mean_dice" if splits["val"] else "mean_dice"
+    monitor = cb.ema_name("val_mean_dice" if splits["val"] else "mean_dice")
     latest = cb.latest_checkpoint(files.checkpoints)
     initial_epoch = latest[0] if latest is not None else 0
-    history = cb.HistoryLog(files.history, initial_epoch)
+    history = cb.HistoryLog(files.history, initial_epoch, cfg.train.ema_smoothing)
     more = initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg)
     return TrainingRun(
         files,

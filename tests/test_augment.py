@@ -1,4 +1,5 @@
-"""Augmentation: label safety, geometry against scipy, flips that swap sides, reproducibility."""
+"""Augmentation: label safety, geometry against scipy, nnU-Net's chances and ranges,
+flips that swap sides, reproducibility."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from scipy import ndimage
 from flare_helpers.augment import (
     adjust_intensity,
     augment_pair,
+    augment_patch,
+    bg_contrast,
     draw_params,
+    gamma_retain_stats,
     lr_swap_pairs,
-    rotate_scale,
+    rotation_matrix,
+    sampling_matrix,
+    transformed_patch,
 )
 from flare_helpers.config import AugmentConfig
 from flare_helpers.errors import FlareError
@@ -19,8 +25,9 @@ from flare_helpers.labels import DEFAULT_ORGANS, OrganSet
 from flare_helpers.preprocess import window_to_unit
 from flare_helpers.synthetic import make_phantom
 
-NONE = {"spatial_probability": 0.0, "intensity_probability": 0.0, "lr_flip_probability": 0.0}
-ALL = {"spatial_probability": 1.0, "intensity_probability": 1.0, "lr_flip_probability": 1.0}
+NONE = {f"{name}_probability": 0.0 for name in AugmentConfig().probabilities()}
+ALL = {f"{name}_probability": 1.0 for name in AugmentConfig().probabilities()}
+INTENSITY = ("noise", "blur", "brightness", "contrast", "low_resolution", "gamma_inverted", "gamma")
 
 
 def only(**changes) -> AugmentConfig:
@@ -79,13 +86,11 @@ def test_same_generator_state_gives_same_result(phantom):
 def test_labels_never_take_new_values(phantom):
     image, label = phantom
     allowed = set(np.unique(label).tolist()) | {0}
-    cfg = AugmentConfig(
-        **{**ALL, "lr_flip_probability": 0.5}, rotation_deg=30.0, scale_range=(0.8, 1.25)
-    )
+    cfg = AugmentConfig(**{**ALL, "lr_flip_probability": 0.5})
     image_copy, label_copy = image.copy(), label.copy()
-    for seed in range(30):
+    for seed in range(20):
         out_image, out_label = augment_pair(
-            image, label, np.random.default_rng(seed), cfg, [(2, 3)]
+            image, label, np.random.default_rng(seed), cfg, [(2, 3)], (1.2, 1.2, 2.5)
         )
         assert out_label.dtype == np.uint8 and out_label.shape == label.shape
         assert set(np.unique(out_label).tolist()) <= allowed
@@ -95,63 +100,170 @@ def test_labels_never_take_new_values(phantom):
     np.testing.assert_array_equal(label, label_copy)
 
 
-@pytest.mark.parametrize(("angle", "scale"), [(7.0, 1.07), (-13.0, 0.91), (23.0, 1.0)])
-def test_rotate_scale_equals_scipy_affine_transform(phantom, angle, scale):
+def test_nnunet_chances_and_ranges_are_the_defaults():
+    cfg = AugmentConfig()
+    assert cfg.probabilities() == {
+        "rotation": 0.2,
+        "scale": 0.2,
+        "noise": 0.1,
+        "blur": 0.1,  # 0.2 × 0.5 per channel
+        "brightness": 0.15,
+        "contrast": 0.15,
+        "low_resolution": 0.125,  # 0.25 × 0.5 per channel
+        "gamma_inverted": 0.1,
+        "gamma": 0.3,
+        "lr_flip": 0.0,
+    }
+    assert cfg.rotation_deg == (30.0, 30.0, 30.0) and cfg.scale_range == (0.7, 1.4)
+    assert cfg.gamma_range == (0.7, 1.5) and cfg.brightness_range == (0.75, 1.25)
+
+
+def test_each_transform_applies_as_often_as_its_chance():
+    cfg = AugmentConfig(lr_flip_probability=0.25)
+    n = 4000
+    draws = [draw_params(np.random.default_rng(seed), cfg) for seed in range(n)]
+    counts = {
+        "rotation": sum(p.rotate for p in draws),
+        "scale": sum(p.zoom for p in draws),
+        "noise": sum(p.noise for p in draws),
+        "blur": sum(p.blur for p in draws),
+        "brightness": sum(p.brightness for p in draws),
+        "contrast": sum(p.contrast for p in draws),
+        "low_resolution": sum(p.low_res for p in draws),
+        "gamma_inverted": sum(p.gamma_inverted for p in draws),
+        "gamma": sum(p.gamma for p in draws),
+        "lr_flip": sum(p.flip for p in draws),
+    }
+    for name, chance in cfg.probabilities().items():
+        sd = np.sqrt(n * chance * (1 - chance))
+        assert abs(counts[name] - n * chance) <= 4 * sd + 1, (name, counts[name])
+    scales = np.array([p.scale for p in draws])
+    angles = np.array([p.angles_deg for p in draws])
+    assert scales.min() >= 0.7 and scales.max() <= 1.4
+    assert np.all(np.abs(angles) <= 30) and np.all(np.abs(angles).max(axis=0) > 28)
+    gammas = np.array([p.gamma_value for p in draws])
+    assert gammas.min() >= 0.7 and gammas.max() <= 1.5
+    assert abs((gammas < 1).mean() - 0.5) < 0.05  # BGContrast: half below 1
+
+
+def test_bg_contrast_draws_half_below_one():
+    values = np.array([bg_contrast(np.random.default_rng(s), 0.75, 1.25) for s in range(2000)])
+    assert abs((values < 1).mean() - 0.5) < 0.05
+    assert values.min() >= 0.75 and values.max() <= 1.25
+
+
+def test_rotation_matrix_is_a_rotation():
+    r = rotation_matrix((10.0, -20.0, 30.0))
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    about_z = rotation_matrix((0.0, 0.0, 90.0))
+    np.testing.assert_allclose(about_z @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("angles", "scale"), [((0, 0, 7.0), 1.07), ((-13.0, 5.0, 0), 0.91), ((10, 20, 23.0), 1.0)]
+)
+def test_transformed_patch_equals_scipy_affine_transform(phantom, angles, scale):
     image, label = phantom
-    theta = np.deg2rad(angle)
-    rotation = np.array(
-        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
-    )
-    matrix = rotation.T / scale
+    matrix = sampling_matrix(angles, scale)
     centre = (np.array(image.shape) - 1) / 2
     offset = centre - matrix @ centre
-    kw = {"mode": "constant", "cval": 0.0}
+    kw = {"mode": "grid-constant", "cval": 0.0}  # 0 beyond the case, interpolated into it
     want_image = ndimage.affine_transform(image, matrix, offset, order=1, output=np.float32, **kw)
     want_label = ndimage.affine_transform(label, matrix, offset, order=0, output=np.uint8, **kw)
-    got_image, got_label = rotate_scale(image, label, angle, scale)
+    got_image, got_label = transformed_patch(image, label, (0, 0, 0), image.shape, matrix)
     np.testing.assert_allclose(got_image, want_image, atol=1e-5)
     np.testing.assert_array_equal(got_label, want_label)
 
 
-def test_drawn_rotation_moves_the_centroid_as_computed():
-    shape = np.array([40, 40, 20])
-    grid = np.indices(shape)
-    start = np.array([32.0, 19.0, 12.0])
-    ball = (((grid - start[:, None, None, None]) ** 2).sum(axis=0) <= 16).astype(np.uint8)
-    cfg = only(spatial_probability=1.0, rotation_deg=40.0, scale_range=(0.85, 1.15))
-    params = draw_params(np.random.default_rng(5), cfg)
-    assert params.spatial and abs(params.angle_deg) > 10
+@pytest.mark.parametrize("angles", [(0, 0, 30.0), (30.0, 0, 0), (0, -30.0, 0), (20, 20, 20)])
+def test_rotation_keeps_each_organ_volume(angles):
+    """Nearest-neighbour labels through a rotation in mm: each organ keeps its voxel count
+    within 3 %, also about the axes where voxels are 2.5 mm long."""
+    hu, flare_ids, _ = make_phantom(3, 1, (64, 64, 40))
+    label = np.pad(OrganSet().to_classes(flare_ids), 24)  # room: nothing rotates out
+    image = label.astype(np.float32)
+    voxel_mm = (1.2, 1.2, 2.5)
+    matrix = sampling_matrix(angles, 1.0, voxel_mm)
+    _, out = transformed_patch(image, label, (0, 0, 0), label.shape, matrix)
+    before = np.bincount(label.ravel(), minlength=5)[1:]
+    after = np.bincount(out.ravel(), minlength=5)[1:]
+    np.testing.assert_allclose(after, before, rtol=0.03)
 
-    image, label = augment_pair(ball.astype(np.float32), ball, np.random.default_rng(5), cfg)
-    theta = np.deg2rad(params.angle_deg)
-    rotation = np.array(
-        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+
+def test_zoom_scales_each_organ_volume_by_its_cube():
+    hu, flare_ids, _ = make_phantom(3, 1, (96, 96, 64))
+    label = OrganSet().to_classes(flare_ids)
+    matrix = sampling_matrix((0, 0, 0), 0.8, (1.2, 1.2, 2.5))
+    _, out = transformed_patch(label.astype(np.float32), label, (0, 0, 0), label.shape, matrix)
+    before = np.bincount(label.ravel(), minlength=5)[1:]
+    after = np.bincount(out.ravel(), minlength=5)[1:]
+    np.testing.assert_allclose(after, before * 0.8**3, rtol=0.06)
+
+
+def test_rotation_in_mm_moves_the_centroid_as_computed():
+    shape = np.array([40, 40, 20])
+    voxel_mm = np.array([1.0, 1.0, 2.0])
+    grid = np.indices(shape)
+    start = np.array([28.0, 20.0, 14.0])
+    mm = (grid - start[:, None, None, None]) * voxel_mm[:, None, None, None]
+    ball = ((mm**2).sum(axis=0) <= 16).astype(np.uint8)
+    angles = (0.0, 25.0, 0.0)  # about axis 1: moves the ball in the 0-2 plane
+    image, label = transformed_patch(
+        ball.astype(np.float32), ball, (0, 0, 0), shape, sampling_matrix(angles, 1.0, voxel_mm)
     )
     centre = (shape - 1) / 2
-    expected = centre + params.scale * rotation @ (start - centre)
-    assert np.linalg.norm(expected - start) > 2.5
-    np.testing.assert_allclose(centroid(label, 1), expected, atol=0.25)
-    weights = np.indices(shape).reshape(3, -1) * image.reshape(-1)
-    np.testing.assert_allclose(weights.sum(axis=1) / image.sum(), expected, atol=0.25)
+    expected_mm = rotation_matrix(angles) @ ((start - centre) * voxel_mm)
+    expected = centre + expected_mm / voxel_mm
+    assert np.linalg.norm(expected - start) > 2.0
+    np.testing.assert_allclose(centroid(label, 1), expected, atol=0.3)
 
 
-def test_intensity_formula_and_range(phantom):
-    image, label = phantom
-    got = adjust_intensity(image, 1.1, 0.05, 2.0, 0.0, np.random.default_rng(0))
-    np.testing.assert_allclose(got, np.clip(image**2 * 1.1 + 0.05, 0, 1), rtol=1e-6)
-
-    cfg = only(
-        intensity_probability=1.0,
-        intensity_scale=0.5,
-        intensity_shift=0.5,
-        gamma_range=(0.5, 2.0),
-        noise_std=0.3,
+def test_patch_is_sampled_from_the_whole_case_not_padded():
+    """A rotated patch in the middle of a case shows the case at its corners, as
+    nnU-Net's larger initial patch does; cut from the patch alone they would be 0."""
+    case = np.full((80, 80, 40), 0.5, dtype=np.float32)
+    label = np.ones(case.shape, dtype=np.uint8)
+    cfg = AugmentConfig(**{**NONE, "rotation_probability": 1.0})
+    out, out_label = augment_patch(
+        case, label, (20, 20, 10), (40, 40, 20), np.random.default_rng(1), cfg
     )
-    for seed in range(10):
+    assert out.shape == (40, 40, 20)
+    np.testing.assert_allclose(out, 0.5, atol=1e-6)
+    assert (out_label == 1).all()
+
+
+@pytest.mark.parametrize("name", INTENSITY)
+def test_each_intensity_transform_changes_the_image_within_range(phantom, name):
+    image, label = phantom
+    cfg = AugmentConfig(**{**NONE, f"{name}_probability": 1.0})
+    changed = 0
+    for seed in range(5):
         out_image, out_label = augment_pair(image, label, np.random.default_rng(seed), cfg)
-        assert out_label is label
+        np.testing.assert_array_equal(out_label, label)
         assert out_image.min() >= 0.0 and out_image.max() <= 1.0
-        assert np.abs(out_image - image).mean() > 0.01
+        changed += np.abs(out_image - image).mean() > 1e-4
+    assert changed >= 4
+
+
+def test_gamma_keeps_mean_and_std(phantom):
+    image, _ = phantom
+    for invert in (False, True):
+        out = gamma_retain_stats(image, 1.4, invert=invert)
+        assert out.mean() == pytest.approx(image.mean(), abs=1e-4)
+        assert out.std() == pytest.approx(image.std(), rel=1e-3)
+        assert np.abs(out - image).mean() > 1e-3
+
+
+def test_brightness_multiplies_about_the_organ_mean(phantom):
+    image, _ = phantom
+    cfg = AugmentConfig(**NONE)
+    params = draw_params(
+        np.random.default_rng(0), AugmentConfig(**{**NONE, "brightness_probability": 1.0})
+    )
+    got = adjust_intensity(image, params, cfg)
+    want = np.clip((image - 0.49) * params.brightness_factor + 0.49, 0, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_flip_moves_right_kidney_to_the_other_side_and_relabels_it(phantom):

@@ -17,7 +17,13 @@ from flare_helpers.preprocess import entry_dir, preprocess_dataset
 
 SHAPE = (32, 32, 16)
 N_CLASSES = 5
-STRONG = AugmentConfig(spatial_probability=1.0, intensity_probability=1.0, lr_flip_probability=0.5)
+STRONG = AugmentConfig(
+    rotation_probability=1.0,
+    scale_probability=1.0,
+    gamma_probability=1.0,
+    noise_probability=1.0,
+    lr_flip_probability=0.5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +219,27 @@ def test_cache_reads_from_many_threads_at_once(cache, tmp_path, monkeypatch):
         np.testing.assert_array_equal(y, expected[i % len(ds)][1])
     assert len(ds._arrays) == 2 * len(ids)  # each memory map opened once
     assert pickle.loads(pickle.dumps(ds))._arrays == {}  # worker processes reopen their own
+
+
+@pytest.mark.parametrize(("steps", "batch"), [(5, 2), (7, 4), (1, 3)])
+def test_an_epoch_is_steps_per_epoch_batches_whatever_the_cases(cache, steps, batch):
+    cache_dir, ids = cache
+    ds = FlareDataset(cache_dir, ids, N_CLASSES, batch, shuffle=True, seed=2, steps_per_epoch=steps)
+    assert len(ds) == steps and ds.n_samples == steps * batch
+    for _ in range(2):
+        order = ds.order()
+        assert len(order) == steps * batch
+        counts = np.bincount(order, minlength=len(ids))
+        assert counts.max() - counts.min() <= 1  # each case equally often (±1)
+        ds.on_epoch_end()
+    assert not np.array_equal(ds.order(0), ds.order(1))
+
+
+def test_steps_per_epoch_shares_an_epoch_by_case_weights(cache):
+    cache_dir, ids = cache
+    weights = [2.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    ds = FlareDataset(
+        cache_dir, ids, N_CLASSES, 2, shuffle=True, steps_per_epoch=10, case_weights=weights
+    )
+    counts = np.bincount(ds.order(), minlength=len(ids))
+    assert counts.tolist() == [10, 5, 5, 0, 0, 0]

@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from flare_helpers.config import (
+    AugmentConfig,
     Config,
     documented_defaults,
     documented_yaml,
     load_config,
+    load_run_config,
     parse_override,
     save_config,
     validate,
@@ -242,7 +244,7 @@ def test_unknown_keys_name_the_key_and_suggest(tmp_path, text, message):
         ("train.epochs=1e3", "train.epochs must be an integer, got '1e3'"),
         ("data.organs=liver", "data.organs must be a list of strings, got 'liver'"),
         ("model.normalization=group", r"must be one of 'none', 'batch', 'instance', got 'group'"),
-        ("train.mixed_precision=fp16", "must be one of 'none', 'mixed_float16'"),
+        ("train.mixed_precision=fp16", "must be one of 'auto', 'none', 'mixed_float16'"),
     ],
 )
 def test_wrong_types_are_one_line_errors(override, message):
@@ -277,12 +279,17 @@ def test_wrong_types_are_one_line_errors(override, message):
         ("train.early_stopping_patience=-2", "early_stopping_patience must be >= 0"),
         ("train.workers=0", "train.workers must be >= 1"),
         ("train.seed=-5", r"must be in \[0, 2\*\*32\)"),
-        ("augment.spatial_probability=1.5", r"must be in \[0, 1\]"),
+        ("augment.rotation_probability=1.5", r"rotation_probability must be in \[0, 1\]"),
+        ("augment.low_resolution_zoom=[0.5, 1.5]", r"must lie in \(0, 1\]"),
+        ("augment.rotation_deg=[30, 30, 200]", r"must be in \[0, 180\]"),
+        ("augment.blur_sigma=[1.0, 0.5]", "blur_sigma must be \\[low, high\\]"),
+        ("train.steps_per_epoch=-1", "steps_per_epoch >= 0"),
+        ("train.ema_smoothing=1", r"ema_smoothing must be in \[0, 1\)"),
         ("augment.lr_flip_probability=-0.1", r"must be in \[0, 1\]"),
-        ("augment.noise_std=-0.01", "noise_std must be >= 0"),
+        ("augment.noise_sigma=[-0.01, 0.1]", "noise_sigma must be \\[low, high\\] with 0 <= low"),
         ("augment.scale_range=[1.1, 0.9]", "scale_range must be \\[low, high\\]"),
         ("augment.scale_range=[0, 1.1]", "scale_range must be > 0"),
-        ("augment.gamma_range=[0, 1.5]", "0 < low"),
+        ("augment.gamma_range=[0, 1.5]", "gamma_range must be > 0"),
         ("infer.batch_size=0", "infer.batch_size must be >= 1"),
     ],
 )
@@ -304,7 +311,8 @@ def test_edge_values_that_are_allowed():
         [
             "data.val_fraction=0",
             "data.test_fraction=0",
-            "augment.spatial_probability=1",
+            "augment.rotation_probability=1",
+            "train.steps_per_epoch=0",
             "train.ce_weight=0",
             "model.depth=1",
             "model.convs_per_stage=[1, 1]",
@@ -370,3 +378,44 @@ def test_runs_saved_before_normalization_existed_keep_their_unnormalised_vnet(tm
     del settings["model"]["normalization"]
     path.write_text(yaml.safe_dump(settings))
     assert load_run_config(path).model.normalization == "none"
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        (
+            "augment.spatial_probability=0.5",
+            "augment.rotation_probability and augment.scale_probability",
+        ),
+        ("augment.intensity_probability=0.5", "augment.noise_probability"),
+        ("augment.noise_std=0.03", "augment.noise_sigma"),
+        ("augment.intensity_scale=0.1", "augment.brightness_range"),
+        ("train.patches_per_case=4", "train.steps_per_epoch"),
+    ],
+)
+def test_retired_keys_are_refused_naming_what_replaces_them(override, names):
+    with pytest.raises(FlareError, match="is no longer a setting") as info:
+        load_config(None, [override])
+    assert names in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_saved_run_with_retired_keys_still_loads(tmp_path):
+    path = _write(
+        tmp_path,
+        "augment:\n  spatial_probability: 0.5\n  noise_std: 0.03\n"
+        "train:\n  patches_per_case: 8\n  epochs: 7\n",
+    )
+    cfg = load_run_config(path)
+    assert cfg.train.epochs == 7 and cfg.augment == AugmentConfig()
+
+
+def test_seed_recipe_is_one_setting_and_later_keys_win():
+    seed = load_config(None, ["train.recipe=seed"])
+    assert (seed.train.learning_rate, seed.train.lr_schedule) == (1e-4, "constant")
+    assert seed.train.steps_per_epoch == 0
+    later = load_config(None, ["train.recipe=seed", "train.learning_rate=3e-4"])
+    assert later.train.learning_rate == 3e-4 and later.train.lr_schedule == "constant"
+    default = load_config(None, ["train.recipe=nnunet"])
+    assert default.train == load_config().train
+    with pytest.raises(FlareError, match="train.recipe must be one of 'seed', 'nnunet'"):
+        load_config(None, ["train.recipe=fast"])

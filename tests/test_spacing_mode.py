@@ -130,12 +130,12 @@ def test_patch_batches_from_a_spacing_cache(synthetic_data, tmp_path):
         organs.n_classes,
         2,
         patch_shape=(32, 32, 16),
-        patches_per_case=3,
+        steps_per_epoch=5,
         foreground_fraction=1.0,
         shuffle=True,
         seed=4,
     )
-    assert len(data) == int(np.ceil(3 * len(ids) / 2))
+    assert len(data) == 5 and data.n_samples == 10
     x, y = data[0]
     assert x.shape == (2, 32, 32, 16, 1) and y.shape == (2, 32, 32, 16, 5)
     assert np.all(y[..., 1:].sum(axis=(1, 2, 3, 4)) > 0)  # organ-centred patches hold organ voxels

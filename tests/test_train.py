@@ -292,6 +292,8 @@ LEARNING_SETTINGS = [
     "augment.enabled=false",
     "train.batch_size=2",
     "train.learning_rate=0.002",
+    "train.lr_schedule=constant",
+    "train.steps_per_epoch=0",
     "train.epochs=18",
     "train.seed=3",
 ]
@@ -305,7 +307,7 @@ REAL_SCALE_LEARNING_SETTINGS = [
     "preprocess.mode=spacing",
     "preprocess.target_spacing=[4.0,4.0,8.0]",
     "preprocess.target_shape=[32,32,16]",
-    "train.patches_per_case=2",
+    "train.steps_per_epoch=14",  # 2 patches per training case (14 cases), batch 2
     "train.epochs=60",
     "localizer.enabled=false",
 ]

@@ -11,6 +11,7 @@ TINY_MODEL = [
     "model.depth=2",
     "model.convs_per_stage=[1,1,1]",
     "model.kernel_size=3",
+    "train.steps_per_epoch=0",  # an epoch: one sample per training case
 ]
 
 #: A tiny localiser: 16³ windows of the 6 mm grid, the smallest VNet (seconds to train).
