@@ -180,7 +180,7 @@ def test_transformed_patch_equals_scipy_affine_transform(phantom, angles, scale)
 def test_rotation_keeps_each_organ_volume(angles):
     """Nearest-neighbour labels through a rotation in mm: each organ keeps its voxel count
     within 3 %, also about the axes where voxels are 2.5 mm long."""
-    hu, flare_ids, _ = make_phantom(3, 1, (64, 64, 40))
+    hu, flare_ids, _ = make_phantom(3, 1, (96, 96, 64))
     label = np.pad(OrganSet().to_classes(flare_ids), 24)  # room: nothing rotates out
     image = label.astype(np.float32)
     voxel_mm = (1.2, 1.2, 2.5)

@@ -268,9 +268,14 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
     rows = read_history(paths.localizer_history)
     assert [r["epoch"] for r in rows] == [0, 1] and more.epochs_completed == 2
     assert all(0.0 <= r["val_mean_dice"] <= 1.0 for r in rows)  # validation Dice, logged
-    assert more.monitor == "val_mean_dice" and more.best_value == max(
-        r["val_mean_dice"] for r in rows
+    # the moving average of the validation Dice picks the localiser, as it does the VNet
+    assert more.monitor == "ema_val_mean_dice" and more.best_value == max(
+        r["ema_val_mean_dice"] for r in rows
     )
+    first_ema, second_ema = (r["ema_val_mean_dice"] for r in rows)
+    assert first_ema == pytest.approx(rows[0]["val_mean_dice"])
+    assert min(first_ema, rows[1]["val_mean_dice"]) <= second_ema
+    assert second_ema <= max(first_ema, rows[1]["val_mean_dice"])
     stamp = paths.localizer_model.stat().st_mtime_ns
     done = localizer_alone(cfg)  # finished: nothing retrained
     assert (done.epochs_completed, done.best_value, done.resumed_from) == (2, more.best_value, -1)

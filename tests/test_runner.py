@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,7 +148,16 @@ def test_series_rerun_changes_nothing(ci_series, tmp_path):
         "scores": _digests(work / "evaluation", "*.csv"),
         "predictions": _digests(work / "evaluation" / "predictions", "*.nii.gz"),
     }
-    run_series(profile, base=tmp_path, progress=False)
+    first_run = tmp_path / "first_run"
+    shutil.copytree(executed, first_run)  # the other series tests read the first run's copies
+    try:
+        run_series(profile, base=tmp_path, progress=False)
+        rerun = nbformat.read(executed / "03_train.ipynb", as_version=4)
+    finally:
+        shutil.rmtree(executed)
+        shutil.copytree(first_run, executed)
+    said = "".join(out.get("text", "") for cell in rerun.cells for out in cell.get("outputs", []))
+    assert "best.keras: already trained (2 epochs)" in said
     after = {
         "cache": _digests(work / "cache", "cases/*/*.npy"),
         "model": _digests(work / "model", "*.keras"),
