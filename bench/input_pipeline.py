@@ -50,7 +50,9 @@ TRAIN_STEP_S_PER_VOLUME = 13.0  # default VNet, 128×128×64, TF CPU on the 2-co
 
 def build_cache(work: Path, n_cases: int, shape: list[int], target: list[int]) -> list[str]:
     """Phantoms → zip → extracted set → cache at ``target``; return the case ids."""
-    zip_path = write_synthetic_zip(work, n_cases, seed=11, shape=shape, progress=False)
+    zip_path = write_synthetic_zip(
+        work, n_cases, seed=11, shape=shape, progress=False, family="simple"
+    )
     data_dir = extract_zip(zip_path, work / "data", progress=False)
     cfg = load_config(None, [f"preprocess.target_shape={list(target)}"])
     summary = preprocess_dataset(data_dir, work / "cache", cfg, workers=1, progress=False)

@@ -60,7 +60,13 @@ def make_data(tmp: Path, cases: int, test_cases: int) -> tuple[Path, Path]:
     folders = []
     for name, n, seed in (("train", cases, 21), ("test", test_cases, 99)):
         archive = write_synthetic_zip(
-            tmp / name, n, seed=seed, shape=PHANTOM_SHAPE, voxel_scale=VOXEL_SCALE, progress=False
+            tmp / name,
+            n,
+            seed=seed,
+            shape=PHANTOM_SHAPE,
+            voxel_scale=VOXEL_SCALE,
+            progress=False,
+            family="simple",
         )
         folders.append(extract_zip(archive, tmp / name / "data", progress=False))
     return folders[0], folders[1]

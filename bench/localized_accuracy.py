@@ -103,7 +103,9 @@ def outside_box(model: Path, data: Path, pred_dir: Path) -> tuple[int, dict[str,
 
 def run(args, tmp: Path) -> tuple[list[dict], dict]:
     shape = tuple(args.shape)
-    train_zip = write_synthetic_zip(tmp / "train", args.cases, seed=21, shape=shape, progress=False)
+    train_zip = write_synthetic_zip(
+        tmp / "train", args.cases, seed=21, shape=shape, progress=False, family="simple"
+    )
     train_data = extract_zip(train_zip, tmp / "train" / "data", progress=False)
     cfg = load_config(
         None,
@@ -125,7 +127,13 @@ def run(args, tmp: Path) -> tuple[list[dict], dict]:
     rows = []
     for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
         z = write_synthetic_zip(
-            tmp / name, args.test_cases, seed=99, shape=shape, fov=fov, progress=False
+            tmp / name,
+            args.test_cases,
+            seed=99,
+            shape=shape,
+            fov=fov,
+            progress=False,
+            family="simple",
         )
         data = extract_zip(z, tmp / name / "data", progress=False)
         pairs_of = {c.case_id: c.image for c in discover_cases(data).cases}

@@ -72,7 +72,9 @@ def organ_counts(label: np.ndarray, patch: tuple[int, ...], fraction: float, n: 
 
 def run(args, tmp: Path) -> list[dict]:
     phantom = extract_zip(
-        write_synthetic_zip(tmp / "phantom", 1, seed=5, shape=(512, 512, 110), progress=False),
+        write_synthetic_zip(
+            tmp / "phantom", 1, seed=5, shape=(512, 512, 110), progress=False, family="simple"
+        ),
         tmp / "phantom" / "data",
         progress=False,
     )

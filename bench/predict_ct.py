@@ -88,7 +88,7 @@ def write_ct(folder: Path, shape: Sequence[int], seed: int) -> Path:
     """Write the image of phantom case 1 (LPS order) and return its path."""
     from flare_helpers.synthetic import case_files
 
-    name, payload = next(iter(case_files(seed, 1, shape).items()))
+    name, payload = next(iter(case_files(seed, 1, shape, family="simple").items()))
     path = folder / Path(name).name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)

@@ -67,7 +67,9 @@ def train_run(tmp: Path, args) -> Path:
     from flare_helpers.train import build_and_compile, set_determinism
     from flare_helpers.workflows.training import open_run, train_localizer
 
-    zip_path = write_synthetic_zip(tmp / "zip", args.train_cases, 11, args.shape, progress=False)
+    zip_path = write_synthetic_zip(
+        tmp / "zip", args.train_cases, 11, args.shape, progress=False, family="simple"
+    )
     data = extract_zip(zip_path, tmp / "data", progress=False)
     run = tmp / "run"
     cfg = load_config(
@@ -106,7 +108,7 @@ def write_ct(folder: Path, shape, fov: float) -> tuple[Path, Path]:
 
     from flare_helpers.synthetic import make_phantom
 
-    image, labels, _ = make_phantom(5, 1, shape, fov)
+    image, labels, _ = make_phantom(5, 1, shape, fov, family="simple")
     affine = np.diag([*SPACING, 1.0])
     affine[:3, 3] = -np.asarray(SPACING) * (np.asarray(image.shape) - 1) / 2
     folder.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ STAGES: tuple[tuple[str, str, str, str | None], ...] = (
 def write_cases(data_dir: Path, n_cases: int, shape: Sequence[int], seed: int) -> list[Case]:
     """Write ``n_cases`` phantom cases as flare-synth + flare-extract would; return them."""
     for number in range(1, n_cases + 1):
-        for name, payload in case_files(seed, number, shape).items():
+        for name, payload in case_files(seed, number, shape, family="simple").items():
             path = data_dir / Path(name).relative_to(ZIP_ROOT)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(payload)

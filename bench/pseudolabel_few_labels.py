@@ -78,17 +78,21 @@ def _truth_dir(scans: Path, truth: Path, dest: Path) -> Path:
 def run(args, tmp: Path) -> dict:
     shape = tuple(args.shape)
     labelled = extract_zip(
-        write_synthetic_zip(tmp / "lab", args.labelled, seed=21, shape=shape, progress=False),
+        write_synthetic_zip(
+            tmp / "lab", args.labelled, seed=21, shape=shape, progress=False, family="simple"
+        ),
         tmp / "lab" / "data",
         progress=False,
     )
     unlabelled_zip, truth = write_unlabelled(
-        tmp / "unl", args.unlabelled, seed=21, shape=shape, progress=False
+        tmp / "unl", args.unlabelled, seed=21, shape=shape, progress=False, family="simple"
     )
     scans, _ = extract_scans(unlabelled_zip, tmp / "unl" / "scans", progress=False)
     truth_data = _truth_dir(scans, truth, tmp / "unl" / "truth_data")
     test = extract_zip(
-        write_synthetic_zip(tmp / "test", args.test_cases, seed=99, shape=shape, progress=False),
+        write_synthetic_zip(
+            tmp / "test", args.test_cases, seed=99, shape=shape, progress=False, family="simple"
+        ),
         tmp / "test" / "data",
         progress=False,
     )

@@ -78,7 +78,9 @@ def run(args, tmp: Path) -> dict:
     net = build_and_compile(cfg, 5)
     save_model_atomic(net, run_dir / "best.keras")
     save_config(cfg, run_dir / "config.yaml")
-    zip_path, _ = write_unlabelled(tmp / "unl", args.cases, 4, tuple(args.shape), progress=False)
+    zip_path, _ = write_unlabelled(
+        tmp / "unl", args.cases, 4, tuple(args.shape), progress=False, family="simple"
+    )
 
     start = time.perf_counter()
     result = pseudolabel(

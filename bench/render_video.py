@@ -55,7 +55,7 @@ def timed(func, *args, **kwargs):
 
 
 def run(args, work: Path) -> tuple[list[tuple[str, str]], str]:
-    image, gt, affine = make_phantom(0, 1, args.shape)
+    image, gt, affine = make_phantom(0, 1, args.shape, family="simple")
     spacing = tuple(float(s) for s in np.abs(np.diag(affine)[:3]))
     pred = eroded(gt)
     image = image.astype(np.float32)

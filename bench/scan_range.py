@@ -55,12 +55,20 @@ MODES = {
 
 def run(args, tmp: Path) -> list[dict]:
     shape = tuple(args.shape)
-    train_zip = write_synthetic_zip(tmp / "train", args.cases, seed=21, shape=shape, progress=False)
+    train_zip = write_synthetic_zip(
+        tmp / "train", args.cases, seed=21, shape=shape, progress=False, family="simple"
+    )
     train_data = extract_zip(train_zip, tmp / "train" / "data", progress=False)
     tests = {}
     for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
         z = write_synthetic_zip(
-            tmp / name, args.test_cases, seed=99, shape=shape, fov=fov, progress=False
+            tmp / name,
+            args.test_cases,
+            seed=99,
+            shape=shape,
+            fov=fov,
+            progress=False,
+            family="simple",
         )
         tests[name] = extract_zip(z, tmp / name / "data", progress=False)
     rows = []

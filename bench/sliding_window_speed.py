@@ -96,7 +96,7 @@ def run(args, tmp: Path) -> tuple[list[dict], float]:
     from flare_helpers.sliding_window import window_count
     from flare_helpers.synthetic import case_files
 
-    name, payload = next(iter(case_files(0, 1, args.shape).items()))
+    name, payload = next(iter(case_files(0, 1, args.shape, family="simple").items()))
     ct = tmp / Path(name).name
     ct.write_bytes(payload)
     models = make_runs(tmp, args.set)

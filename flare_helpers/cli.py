@@ -102,7 +102,7 @@ def format_summary(summary_df: pandas.DataFrame) -> str:
 
 
 def synth_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z] [--fov F]``."""
+    """``flare-synth --out DIR --cases N [--seed S] [--shape X Y Z] [--fov F] [--family F]``."""
     parser = _parser("flare-synth", "Write DIR/FLARE22Train.zip with synthetic FLARE22-like cases.")
     parser.add_argument("--out", required=True, type=Path, help="folder for FLARE22Train.zip")
     parser.add_argument("--cases", type=int, default=0, help="number of labelled cases")
@@ -130,17 +130,27 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
         help="scan range along z as a multiple of the normal one: F × Z slices of the same "
         "spacing, same organs, more body above and below (default 1)",
     )
+    parser.add_argument(
+        "--family",
+        choices=("ct", "simple"),
+        default="ct",
+        help="ct (default): CT-like anatomy, phases, noise, CT-sized at any --shape; "
+        "simple: uniform ellipsoids, fast (for quick tests)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
 
         shape = " × ".join(map(str, args.shape))
+        family = {"family": args.family}
         if args.cases or not args.unlabelled:
-            path = write_synthetic_zip(args.out, args.cases, args.seed, args.shape, fov=args.fov)
+            path = write_synthetic_zip(
+                args.out, args.cases, args.seed, args.shape, fov=args.fov, **family
+            )
             print(f"wrote {path} ({args.cases} cases, shape {shape})")
         if args.unlabelled:
             path, truth = write_unlabelled(
-                args.out, args.unlabelled, args.seed, args.shape, fov=args.fov
+                args.out, args.unlabelled, args.seed, args.shape, fov=args.fov, **family
             )
             print(f"wrote {path} ({args.unlabelled} unlabelled cases, shape {shape})")
             print(f"wrote their ground truth to {truth} (kept apart, for tests)")

@@ -1,6 +1,10 @@
 """FLARE22-layout phantom CTs: an abdomen-like body with all 13 labelled organs.
 
-Each case is built in the canonical RAS voxel frame (axis 0 → patient right,
+Two families. ``ct`` (the default) is CT-like and CT-sized at any grid: see
+:mod:`flare_helpers.phantoms`. ``simple``, described below, is the fast family
+the tests were first written on: smoothly deformed ellipsoids of uniform HU.
+
+In the ``simple`` family each case is built in the canonical RAS voxel frame (axis 0 → patient right,
 axis 1 → anterior, axis 2 → superior) from normalised coordinates in (-1, 1)
 that span the field of view, so the anatomy fills any grid size. Organs are
 smoothly deformed ellipsoids, capsules and tubes at their usual places (liver
@@ -34,11 +38,15 @@ from tqdm.auto import tqdm
 from flare_helpers.errors import FlareError
 from flare_helpers.fileio import atomic_path
 from flare_helpers.labels import FLARE22_IDS
+from flare_helpers.phantoms import make_ct_phantom
 
 #: Orientations cycled through by case number; the first case is LPS (DICOM order).
 ORIENTATIONS: tuple[str, ...] = ("LPS", "RAS", "LAS", "RPI", "LPS", "RAS")
 DEFAULT_SHAPE: tuple[int, int, int] = (64, 64, 32)
 ZIP_ROOT = "FLARE22Train"
+#: Phantom families: ``ct`` (CT-like, the default) and ``simple`` (ellipsoids, fast).
+FAMILIES: tuple[str, ...] = ("ct", "simple")
+DEFAULT_FAMILY = "ct"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps keep the zip deterministic
 
 AIR_HU, FAT_HU, MUSCLE_HU = -1000.0, -100.0, 50.0
@@ -225,6 +233,7 @@ def make_phantom(
     shape: Sequence[int] = DEFAULT_SHAPE,
     fov: float = 1.0,
     voxel_scale: float | Sequence[float] = 1.0,
+    family: str = DEFAULT_FAMILY,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build one case in canonical RAS voxel order.
 
@@ -242,11 +251,19 @@ def make_phantom(
             same anatomy in fewer, larger voxels. A 128×128×40 phantom with
             ``(4.5, 4.5, 2)`` spans a real CT's 350–520 mm field of view and
             200–400 mm scan range, so tests can train at CT-like physical size cheaply.
+            ``simple`` family only: ``ct`` phantoms are CT-sized at any grid.
+        family: ``"ct"`` (:func:`flare_helpers.phantoms.make_ct_phantom`) or ``"simple"``.
 
     Returns:
         ``(image, labels, affine)``: int16 HU (X, Y, Z), uint8 FLARE22 ids, and the
         4×4 RAS affine in mm (in-plane 0.6–0.9 mm, slices 2.5–5 mm, centred on 0).
     """
+    _check_family(family)
+    if family == "ct":
+        if np.any(np.asarray(voxel_scale) != 1.0):
+            raise FlareError("--voxel-scale is for the simple family; ct phantoms are CT-sized")
+        image, labels, affine, _ = make_ct_phantom(seed, case_number, shape, fov)
+        return image, labels, affine
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise FlareError(f"phantom shape must be three sizes >= 8, got {list(shape)}")
@@ -300,6 +317,11 @@ def make_phantom(
     return np.rint(image).astype(np.int16), labels, affine
 
 
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise FlareError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+
+
 def reorient(data: np.ndarray, affine: np.ndarray, axcodes: str) -> tuple[np.ndarray, np.ndarray]:
     """Rewrite a RAS-ordered volume in the voxel order ``axcodes`` (e.g. ``"LPS"``).
 
@@ -325,9 +347,10 @@ def case_files(
     shape: Sequence[int] = DEFAULT_SHAPE,
     fov: float = 1.0,
     voxel_scale: float | Sequence[float] = 1.0,
+    family: str = DEFAULT_FAMILY,
 ) -> dict[str, bytes]:
     """The two ``.nii.gz`` files of one case, keyed by their path inside the zip."""
-    image, labels, affine = make_phantom(seed, case_number, shape, fov, voxel_scale)
+    image, labels, affine = make_phantom(seed, case_number, shape, fov, voxel_scale, family)
     axcodes = ORIENTATIONS[(case_number - 1) % len(ORIENTATIONS)]
     image_o, affine_o = reorient(image, affine, axcodes)
     labels_o, _ = reorient(labels, affine, axcodes)
@@ -362,6 +385,7 @@ def write_unlabelled(
     *,
     fov: float = 1.0,
     progress: bool = True,
+    family: str = DEFAULT_FAMILY,
 ) -> tuple[Path, Path]:
     """Write unlabelled phantoms as FLARE22 ships them, their ground truth kept apart.
 
@@ -372,12 +396,14 @@ def write_unlabelled(
     """
     if n_cases < 1:
         raise FlareError(f"--unlabelled must be at least 1, got {n_cases}")
+    _check_family(family)
     name = unlabelled_name(n_cases)
     dest, truth = Path(out_dir) / f"{name}.zip", Path(out_dir) / f"{name}_truth"
     truth.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for k in tqdm(range(1, n_cases + 1), desc="unlabelled cases", disable=not progress):
-            files = list(case_files(seed, UNLABELLED_OFFSET + k, shape, fov).values())
+            case = UNLABELLED_OFFSET + k
+            files = list(case_files(seed, case, shape, fov, family=family).values())
             _add_member(archive, f"{name}/Case_{k:05d}_0000.nii.gz", files[0])
             with atomic_path(truth / f"Case_{k:05d}.nii.gz") as label_tmp:
                 label_tmp.write_bytes(files[1])
@@ -393,6 +419,7 @@ def write_synthetic_zip(
     fov: float = 1.0,
     voxel_scale: float | Sequence[float] = 1.0,
     progress: bool = True,
+    family: str = DEFAULT_FAMILY,
 ) -> Path:
     """Write ``out_dir/FLARE22Train.zip`` with ``n_cases`` phantom cases.
 
@@ -402,11 +429,13 @@ def write_synthetic_zip(
     """
     if n_cases < 1:
         raise FlareError(f"--cases must be at least 1, got {n_cases}")
+    _check_family(family)
     dest = Path(out_dir) / f"{ZIP_ROOT}.zip"
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for case_number in tqdm(
             range(1, n_cases + 1), desc="synthetic cases", disable=not progress
         ):
-            for name, payload in case_files(seed, case_number, shape, fov, voxel_scale).items():
+            files = case_files(seed, case_number, shape, fov, voxel_scale, family)
+            for name, payload in files.items():
                 _add_member(archive, name, payload)
     return dest

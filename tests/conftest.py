@@ -39,7 +39,9 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture(scope="session")
 def synthetic_zip(tmp_path_factory) -> Path:
     """A 6-case synthetic FLARE22Train.zip (64×64×32, seed 7), made once per session."""
-    return write_synthetic_zip(tmp_path_factory.mktemp("zip"), 6, seed=7, progress=False)
+    return write_synthetic_zip(
+        tmp_path_factory.mktemp("zip"), 6, seed=7, progress=False, family="simple"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +56,25 @@ def synthetic_copy(synthetic_data, tmp_path) -> Path:
     return Path(shutil.copytree(synthetic_data, tmp_path / "FLARE22Train"))
 
 
+def _copy_real_case(number: int, dest: Path) -> Path:
+    """A writable FLARE22-layout folder holding only real case ``number`` (9001 or 9002)."""
+    for kind, suffix in (("images", "_0000"), ("labels", "")):
+        (dest / kind).mkdir(parents=True)
+        name = f"FLARE22_Tr_{number}{suffix}.nii.gz"
+        shutil.copyfile(REAL_CT / kind / name, dest / kind / name)
+    return dest
+
+
 @pytest.fixture
 def real_ct(tmp_path) -> Path:
-    """A writable copy of the real CT case (FLARE22 layout, one case)."""
-    dest = Path(shutil.copytree(REAL_CT, tmp_path / "real" / "FLARE22Train"))
-    for path in dest.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
+    """A writable copy of the real CT crop 9002 (FLARE22 layout, one case)."""
+    return _copy_real_case(9002, tmp_path / "real" / "FLARE22Train")
+
+
+@pytest.fixture
+def real_ct_whole(tmp_path) -> Path:
+    """A writable copy of the whole real CT 9001 (the same patient as 9002)."""
+    return _copy_real_case(9001, tmp_path / "real_whole" / "FLARE22Train")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def centroid(label: np.ndarray, cls: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def phantom() -> tuple[np.ndarray, np.ndarray]:
     """A small phantom as the cache holds it: [0, 1] float32 image, training classes."""
-    hu, flare_ids, _ = make_phantom(3, 1, (48, 40, 24))
+    hu, flare_ids, _ = make_phantom(3, 1, (48, 40, 24), family="simple")
     return window_to_unit(hu, (-160.0, 240.0)), OrganSet().to_classes(flare_ids)
 
 

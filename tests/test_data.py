@@ -70,7 +70,7 @@ def test_extract_same_size_corruption_without_marker_is_not_trusted(synthetic_zi
 
 @pytest.mark.parametrize("prefix", ["FLARE22Train/FLARE22Train/", "", "some/dir/FLARE22Train/"])
 def test_extract_handles_nested_or_flat_zips(tmp_path, prefix):
-    files = case_files(1, 1, (16, 16, 8))
+    files = case_files(1, 1, (16, 16, 8), family="simple")
     members = {prefix + name.split("/", 1)[1]: payload for name, payload in files.items()}
     members["__MACOSX/._junk"] = b"x"
     zip_path = _zip_with(tmp_path / "nested.zip", members)
@@ -84,7 +84,7 @@ def test_extract_handles_nested_or_flat_zips(tmp_path, prefix):
     "member", ["../evil.nii.gz", "FLARE22Train/images/../../evil.nii.gz", "/abs/evil.nii.gz"]
 )
 def test_extract_refuses_members_escaping_the_target(tmp_path, member):
-    files = case_files(1, 1, (16, 16, 8))
+    files = case_files(1, 1, (16, 16, 8), family="simple")
     zip_path = _zip_with(tmp_path / "evil.zip", {**files, member: b"payload"})
     with pytest.raises(FlareError, match="refusing"):
         extract.extract_zip(zip_path, tmp_path / "out", progress=False)
@@ -144,7 +144,7 @@ def test_discover_missing_folders(tmp_path):
 @pytest.mark.parametrize("case_number", [1, 2, 3, 4])
 def test_loading_reorients_to_ras_exactly(synthetic_data, case_number):
     """Whatever the file order (LPS, RAS, LAS, RPI), the canonical array is the phantom's RAS array."""
-    image, label, affine = make_phantom(7, case_number, (64, 64, 32))
+    image, label, affine = make_phantom(7, case_number, (64, 64, 32), family="simple")
     case = cases.Case(
         f"FLARE22_Tr_{case_number:04d}",
         synthetic_data / "images" / f"FLARE22_Tr_{case_number:04d}_0000.nii.gz",
@@ -208,7 +208,9 @@ def test_image_with_scaling_is_read_as_float32(tmp_path):
 
 
 def test_bad_images_give_one_line_errors(tmp_path):
-    good = case_files(1, 1, (16, 16, 8))["FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz"]
+    good = case_files(1, 1, (16, 16, 8), family="simple")[
+        "FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz"
+    ]
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(good[: len(good) // 2])
     not_nifti = tmp_path / "text.nii.gz"

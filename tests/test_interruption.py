@@ -166,7 +166,7 @@ def many_cases(tmp_path_factory) -> Path:
     """32 labelled cases: 4 distinct 64×64×32 phantoms, each stored under 8 case ids."""
     root = tmp_path_factory.mktemp("many")
     source = extract_zip(
-        write_synthetic_zip(root, 4, seed=3, shape=(64, 64, 32), progress=False),
+        write_synthetic_zip(root, 4, seed=3, shape=(64, 64, 32), progress=False, family="simple"),
         root / "src",
         progress=False,
     )
@@ -252,7 +252,9 @@ def test_same_seed_and_settings_give_bit_identical_caches(tmp_path):
     caches = {}
     for name, workers, hash_seed in (("serial", 1, "1"), ("parallel", 2, "2")):
         root = tmp_path / name
-        zip_path = write_synthetic_zip(root, 6, seed=11, shape=(48, 48, 24), progress=False)
+        zip_path = write_synthetic_zip(
+            root, 6, seed=11, shape=(48, 48, 24), progress=False, family="simple"
+        )
         data = extract_zip(zip_path, root, progress=False)
         cache = root / "cache"
         command = _cli("preprocess", "--data", data, "--cache", cache, "--workers", workers, *SMALL)

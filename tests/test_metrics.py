@@ -335,7 +335,7 @@ def _assert_rows_match(rows: list[dict], reference: dict) -> None:
 
 @pytest.mark.parametrize("case_number", [1, 2, 3])
 def test_score_case_matches_official_loop(case_number):
-    _, labels, affine = make_phantom(11, case_number, (48, 48, 24))
+    _, labels, affine = make_phantom(11, case_number, (48, 48, 24), family="simple")
     spacing = tuple(np.diag(affine)[:3])
     pred = perturbed(labels)
     rows = score_case(labels, pred, spacing, organs=tuple(OFFICIAL_TOLERANCE))
@@ -354,7 +354,7 @@ def test_score_case_matches_official_loop(case_number):
 
 
 def test_score_case_organ_only_in_prediction_and_in_neither():
-    _, labels, affine = make_phantom(11, 4, (48, 48, 24))
+    _, labels, affine = make_phantom(11, 4, (48, 48, 24), family="simple")
     spacing = tuple(np.diag(affine)[:3])
     gt = labels.copy()
     gt[gt == FLARE22_IDS["spleen"]] = 0  # spleen only in the prediction
@@ -387,7 +387,7 @@ def test_score_case_crop_identical_at_volume_border():
 def test_score_case_same_in_any_voxel_order():
     # The file's voxel order and the canonical one give the same numbers when the
     # spacing follows the axes.
-    _, labels, affine = make_phantom(5, 1, (40, 36, 20))
+    _, labels, affine = make_phantom(5, 1, (40, 36, 20), family="simple")
     spacing = np.diag(affine)[:3]
     pred = perturbed(labels)
     base = score_case(labels, pred, spacing)

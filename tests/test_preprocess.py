@@ -287,7 +287,9 @@ def test_saved_split_is_reused_and_new_cases_join_training(tmp_path):
 
 
 def test_preprocess_cli_end_to_end(tmp_path, capsys):
-    zip_path = write_synthetic_zip(tmp_path, 3, seed=2, shape=(32, 32, 16), progress=False)
+    zip_path = write_synthetic_zip(
+        tmp_path, 3, seed=2, shape=(32, 32, 16), progress=False, family="simple"
+    )
     data_dir = extract_zip(zip_path, tmp_path / "data", progress=False)
     code = preprocess_main(["--data", str(data_dir), "--cache", str(tmp_path / "cache"), *SMALL])
     assert code == 0

@@ -34,7 +34,9 @@ FLARE_IDS = {0, 1, 2, 3, 13}
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory) -> tuple[Path, Path]:
     """Six unlabelled phantoms (all four orientations the generator cycles): (zip, truth)."""
-    return write_unlabelled(tmp_path_factory.mktemp("unl"), 6, 5, (32, 32, 16), progress=False)
+    return write_unlabelled(
+        tmp_path_factory.mktemp("unl"), 6, 5, (32, 32, 16), progress=False, family="simple"
+    )
 
 
 def _members(zip_path: Path) -> dict[str, bytes]:

@@ -63,7 +63,7 @@ def test_scan_range_does_not_change_organ_size_on_the_grid(tmp_path):
     """The same phantom scanned 1.8× longer: in spacing mode the liver keeps its voxel count."""
     files = {}
     for fov in (1.0, 1.8):
-        img, lab, affine = make_phantom(5, 1, (64, 64, 32), fov=fov)
+        img, lab, affine = make_phantom(5, 1, (64, 64, 32), fov=fov, family="simple")
         files[fov] = (tmp_path / f"ct{fov}.nii.gz", tmp_path / f"lab{fov}.nii.gz")
         nib.save(nib.Nifti1Image(img, affine), files[fov][0])
         nib.save(nib.Nifti1Image(lab, affine), files[fov][1])
@@ -202,8 +202,10 @@ def test_coarser_grids_have_lower_ceilings_and_the_cli_writes_the_tables(synthet
 
 
 def test_fov_scans_extend_z_around_the_same_organs(tmp_path, capsys):
-    image, labels, affine = make_phantom(3, 2, (48, 48, 20))
-    long_image, long_labels, long_affine = make_phantom(3, 2, (48, 48, 20), fov=1.8)
+    image, labels, affine = make_phantom(3, 2, (48, 48, 20), family="simple")
+    long_image, long_labels, long_affine = make_phantom(
+        3, 2, (48, 48, 20), fov=1.8, family="simple"
+    )
     extra = (long_labels.shape[2] - 20) // 2
     assert long_labels.shape == (48, 48, 36) and extra == 8
     np.testing.assert_array_equal(long_labels[:, :, extra : extra + 20], labels)
@@ -225,9 +227,11 @@ def test_fov_scans_extend_z_around_the_same_organs(tmp_path, capsys):
 
 
 def test_fov_data_set_zip(tmp_path):
-    normal = write_synthetic_zip(tmp_path / "a", 1, seed=2, shape=(32, 32, 16), progress=False)
+    normal = write_synthetic_zip(
+        tmp_path / "a", 1, seed=2, shape=(32, 32, 16), progress=False, family="simple"
+    )
     longer = write_synthetic_zip(
-        tmp_path / "b", 1, seed=2, shape=(32, 32, 16), fov=2.0, progress=False
+        tmp_path / "b", 1, seed=2, shape=(32, 32, 16), fov=2.0, progress=False, family="simple"
     )
     assert longer.stat().st_size > normal.stat().st_size
 

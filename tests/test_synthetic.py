@@ -28,13 +28,13 @@ def _world_centroid(img: nib.Nifti1Image, label: int) -> np.ndarray:
 def cases() -> list[dict[str, nib.Nifti1Image]]:
     out = []
     for n in range(1, 7):
-        files = synthetic.case_files(seed=3, case_number=n, shape=(64, 64, 32))
+        files = synthetic.case_files(seed=3, case_number=n, shape=(64, 64, 32), family="simple")
         out.append({("image" if "/images/" in k else "label"): _load(v) for k, v in files.items()})
     return out
 
 
 def test_zip_layout_matches_flare22(tmp_path):
-    path = synthetic.write_synthetic_zip(tmp_path, 3, seed=1, progress=False)
+    path = synthetic.write_synthetic_zip(tmp_path, 3, seed=1, progress=False, family="simple")
     assert path == tmp_path / "FLARE22Train.zip"
     with zipfile.ZipFile(path) as archive:
         names = sorted(archive.namelist())
@@ -106,9 +106,15 @@ def test_spacing_and_orientation_vary_per_case(cases):
 
 
 def test_same_seed_gives_identical_bytes_other_seed_differs(tmp_path):
-    a = synthetic.write_synthetic_zip(tmp_path / "a", 2, seed=5, progress=False).read_bytes()
-    b = synthetic.write_synthetic_zip(tmp_path / "b", 2, seed=5, progress=False).read_bytes()
-    c = synthetic.write_synthetic_zip(tmp_path / "c", 2, seed=6, progress=False).read_bytes()
+    a = synthetic.write_synthetic_zip(
+        tmp_path / "a", 2, seed=5, progress=False, family="simple"
+    ).read_bytes()
+    b = synthetic.write_synthetic_zip(
+        tmp_path / "b", 2, seed=5, progress=False, family="simple"
+    ).read_bytes()
+    c = synthetic.write_synthetic_zip(
+        tmp_path / "c", 2, seed=6, progress=False, family="simple"
+    ).read_bytes()
     assert a == b
     assert a != c
 
@@ -119,9 +125,9 @@ def test_organ_sizes_and_positions_vary_between_cases(cases):
 
 
 def test_small_case_is_fast():
-    synthetic.case_files(0, 1, (64, 64, 32))  # warm-up (imports, allocator)
+    synthetic.case_files(0, 1, (64, 64, 32), family="simple")  # warm-up (imports, allocator)
     start = time.perf_counter()
-    synthetic.case_files(0, 2, (64, 64, 32))
+    synthetic.case_files(0, 2, (64, 64, 32), family="simple")
     assert time.perf_counter() - start < 1.0
 
 
@@ -146,7 +152,7 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
 
 
 def test_zip_members_have_fixed_timestamps(tmp_path):
-    path = synthetic.write_synthetic_zip(tmp_path, 1, seed=1, progress=False)
+    path = synthetic.write_synthetic_zip(tmp_path, 1, seed=1, progress=False, family="simple")
     with zipfile.ZipFile(path) as archive:
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert archive.testzip() is None

@@ -210,7 +210,9 @@ def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path
 def learning_data(tmp_path_factory) -> Path:
     """20 phantoms of 96×96×40 (seed 11), shared by the two learning tests."""
     folder = tmp_path_factory.mktemp("learning")
-    zip_path = write_synthetic_zip(folder, 20, seed=11, shape=(96, 96, 40), progress=False)
+    zip_path = write_synthetic_zip(
+        folder, 20, seed=11, shape=(96, 96, 40), progress=False, family="simple"
+    )
     return extract_zip(zip_path, folder / "data", progress=False)
 
 
@@ -249,7 +251,13 @@ def real_scale_data(tmp_path_factory) -> Path:
     in-plane and 7.5–15 mm slices, so bodies are 280–480 mm across and 240–480 mm long."""
     folder = tmp_path_factory.mktemp("real_scale")
     zip_path = write_synthetic_zip(
-        folder, 20, seed=11, shape=(96, 96, 32), voxel_scale=(6, 6, 3), progress=False
+        folder,
+        20,
+        seed=11,
+        shape=(96, 96, 32),
+        voxel_scale=(6, 6, 3),
+        progress=False,
+        family="simple",
     )
     return extract_zip(zip_path, folder / "data", progress=False)
 

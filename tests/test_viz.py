@@ -45,7 +45,7 @@ SHAPE = (64, 64, 32)
 @pytest.fixture(scope="module")
 def phantom():
     """(image float32 HU, FLARE22 labels, spacing mm) of a 64×64×32 phantom in RAS order."""
-    image, labels, affine = make_phantom(3, 1, SHAPE)
+    image, labels, affine = make_phantom(3, 1, SHAPE, family="simple")
     return image.astype(np.float32), labels, tuple(float(s) for s in np.diag(affine)[:3])
 
 

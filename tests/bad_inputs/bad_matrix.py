@@ -185,7 +185,7 @@ def _zip(members: dict[str, bytes | tuple[bytes, int]]) -> Callable[[Path], None
 
 
 def _corrupt_member(dest: Path) -> None:
-    files = case_files(1, 1, (16, 16, 8))
+    files = case_files(1, 1, (16, 16, 8), family="simple")
     _zip(files)(dest)
     raw = bytearray(dest.read_bytes())
     label = files["FLARE22Train/labels/FLARE22_Tr_0001.nii.gz"]
@@ -197,7 +197,7 @@ def _folder(dest: Path) -> None:
     dest.mkdir()
 
 
-GOOD_CASE = case_files(1, 1, (16, 16, 8))
+GOOD_CASE = case_files(1, 1, (16, 16, 8), family="simple")
 BAD_ZIPS: dict[str, Bad] = {
     "missing": Bad(lambda g: _nothing, "file not found"),
     "folder": Bad(lambda g: _folder, "is a folder"),

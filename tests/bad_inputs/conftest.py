@@ -17,7 +17,9 @@ from flare_helpers.synthetic import write_synthetic_zip
 @pytest.fixture(scope="module")
 def tiny_zip(tmp_path_factory) -> Path:
     """A 2-case synthetic FLARE22Train.zip of 24×24×12 volumes."""
-    return write_synthetic_zip(tmp_path_factory.mktemp("bad_zip"), 2, seed=5, shape=(24, 24, 12))
+    return write_synthetic_zip(
+        tmp_path_factory.mktemp("bad_zip"), 2, seed=5, shape=(24, 24, 12), family="simple"
+    )
 
 
 @pytest.fixture(scope="module")
