@@ -79,7 +79,7 @@ def run(args, tmp: Path) -> dict:
     save_model_atomic(net, run_dir / "best.keras")
     save_config(cfg, run_dir / "config.yaml")
     zip_path, _ = write_unlabelled(
-        tmp / "unl", args.cases, 4, tuple(args.shape), progress=False, family="simple"
+        tmp / "unl", args.cases, 4, tuple(args.shape), progress=False, family="ct"
     )
 
     start = time.perf_counter()
