@@ -326,6 +326,8 @@ def report(out: dict, args) -> str:
             f"| {name} | {row['steps']} ({row['labelled_draws']}) | {row['cpu_s']:.0f} | {cells} "
             f"| **{row['mean']:.3f}** | {row['mean'] - teacher:+.3f} | {val} | {adopted} | {gain} |"
         )
+    if "best_confidence" not in out:
+        return "\n".join(lines) + "\n"
     rho = ", ".join(f"{k} {v:+.2f}" for k, v in out["confidence"].items())
     selection = "; ".join(
         f"{name}: kept {s['kept']:.3f}, dropped {s['dropped']:.3f} ({s['n_kept']} kept)"
@@ -371,9 +373,21 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     parser.add_argument("--json", type=Path, default=Path("pseudolabel_few_labels.json"))
+    parser.add_argument(
+        "--from-json", action="store_true", help="report a saved (possibly partial) --json run"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="flare-bench-pseudo-") as tmp:
-        out = run(args, Path(tmp), args.json)
+    if args.from_json:
+        out = json.loads(args.json.read_text())
+        saved = {
+            k: v
+            for k, v in out["args"].items()
+            if k not in ("output", "no_append", "json", "from_json")
+        }
+        vars(args).update(saved)
+    else:
+        with tempfile.TemporaryDirectory(prefix="flare-bench-pseudo-") as tmp:
+            out = run(args, Path(tmp), args.json)
     finish(report(out, args), args.output, HEADING, INTRO, append=not args.no_append)
     return 0
 
