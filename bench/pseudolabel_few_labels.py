@@ -54,7 +54,7 @@ from flare_helpers.nifti import load_label
 from flare_helpers.pseudolabel import PseudoLayout, pseudolabel, reference_from_labels
 from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
 from flare_helpers.unlabelled import extract_scans
-from flare_helpers.workflows.pseudo_round import adopt, round_paths, student_config
+from flare_helpers.workflows.pseudo_round import adopt, decide, round_paths, student_config
 from flare_helpers.workflows.training import train
 
 HEADING = "## Pseudo-labels with few labels (`bench/pseudolabel_few_labels.py`)"
@@ -311,15 +311,17 @@ def report(out: dict, args) -> str:
         environment(),
         "",
         "| model | steps (labelled draws) | CPU s | liver | right kidney | left kidney | spleen "
-        "| mean DSC | vs teacher | validation: student vs teacher | adopted | adopted − teacher |",
+        f"| mean DSC | vs teacher | validation: student vs teacher | adopted (margin {args.margin:g}) "
+        "| adopted − teacher |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for name, row in models.items():
         cells = " | ".join(f"{row[o]:.3f}" for o in ORGANS)
-        if "adopted" in row:
+        if "adopted" in row:  # decided again at --margin from the recorded validation scores
+            rule = decide("t", "s", row["val_teacher"], row["val_student"], args.margin, 0)
             val = f"{row['val_student']:.3f} vs {row['val_teacher']:.3f}"
-            adopted = "student" if row["adopted"] else "teacher"
-            gain = f"{(row['mean'] if row['adopted'] else teacher) - teacher:+.3f}"
+            adopted = "student" if rule.adopted else "teacher"
+            gain = f"{(row['mean'] if rule.adopted else teacher) - teacher:+.3f}"
         else:
             val, adopted, gain = "", "", ""
         lines.append(

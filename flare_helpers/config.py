@@ -178,8 +178,8 @@ class PseudoConfig:
     init_from: str = ""
     confidence: tuple[
         Literal["mean_probability", "component_share", "agreement", "anatomy"], ...
-    ] = ("mean_probability", "component_share")
-    tta: Literal["shift", "mirror", "none"] = "shift"
+    ] = ("agreement",)
+    tta: Literal["shift", "mirror", "none"] = "mirror"
     ignore_disagreement: bool = False
     adopt_margin: float = 0.005
 
