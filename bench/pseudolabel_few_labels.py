@@ -46,7 +46,7 @@ from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 from scipy.stats import spearmanr
 
 from flare_helpers.cases import discover_cases
-from flare_helpers.config import load_config
+from flare_helpers.config import PseudoConfig, load_config
 from flare_helpers.evaluate import evaluate_model, score_prediction_dir
 from flare_helpers.extract import extract_zip
 from flare_helpers.labels import IGNORE, OrganSet
@@ -361,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model")
     parser.add_argument("--grid", type=int, nargs=3, default=[64, 64, 32], help="network grid")
     parser.add_argument("--keep-fraction", type=float, default=0.5)
-    parser.add_argument("--margin", type=float, default=0.005, help="pseudo.adopt_margin")
+    parser.add_argument(
+        "--margin", type=float, default=PseudoConfig().adopt_margin, help="pseudo.adopt_margin"
+    )
     parser.add_argument(
         "--students",
         nargs="*",

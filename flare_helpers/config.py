@@ -181,7 +181,7 @@ class PseudoConfig:
     ] = ("agreement",)
     tta: Literal["shift", "mirror", "none"] = "mirror"
     ignore_disagreement: bool = False
-    adopt_margin: float = 0.005
+    adopt_margin: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,4 @@ def test_ignored_voxels_count_in_neither_term_like_numpy():
     assert float(DiceCELoss()(y_true, other)) == pytest.approx(expected, abs=1e-5)
     # no voxel ignored: unchanged from the plain reference
     full = one_hot(labels, 4)
-    assert float(DiceCELoss()(full, y_pred)) == pytest.approx(
-        numpy_dice_ce(full, y_pred), abs=1e-5
-    )
+    assert float(DiceCELoss()(full, y_pred)) == pytest.approx(numpy_dice_ce(full, y_pred), abs=1e-5)

@@ -145,7 +145,7 @@ def test_series_leaves_model_metrics_figures_and_video(ci_series):
     text = "".join(
         out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
     )
-    adopted = means["student"] - means["teacher"] >= 0.005 - 1e-9  # pseudo.adopt_margin
+    adopted = means["student"] - means["teacher"] >= 0.02 - 1e-9  # pseudo.adopt_margin
     assert ("student adopted: " if adopted else "teacher kept") in text
     assert f"student {means['student']:.3f} vs teacher {means['teacher']:.3f}" in text
 
