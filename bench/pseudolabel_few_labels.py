@@ -355,7 +355,7 @@ def report(out: dict, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, (96, 96, 48))
     parser.add_argument("--labelled", type=int, default=4, help="labelled training phantoms")
-    parser.add_argument("--val-cases", type=int, default=2, help="labelled validation phantoms")
+    parser.add_argument("--val-cases", type=int, default=8, help="labelled validation phantoms")
     parser.add_argument("--unlabelled", type=int, default=24, help="unlabelled phantoms")
     parser.add_argument("--test-cases", type=int, default=6, help="held-out labelled phantoms")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model")
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = {
             k: v
             for k, v in out["args"].items()
-            if k not in ("output", "no_append", "json", "from_json")
+            if k not in ("output", "no_append", "json", "from_json", "margin")
         }
         vars(args).update(saved)
     else:

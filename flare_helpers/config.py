@@ -174,7 +174,7 @@ class PseudoConfig:
 
     min_confidence: float = 0.0
     keep_fraction: float = 0.5
-    sample_weight: float = 1.0
+    sample_weight: float = 0.5
     init_from: str = ""
     confidence: tuple[
         Literal["mean_probability", "component_share", "agreement", "anatomy"], ...

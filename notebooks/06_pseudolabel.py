@@ -60,7 +60,7 @@ overrides = []  # the same overrides as in 02 and 03, plus any pseudo.* settings
 epochs = 100
 batch_size = 4
 learning_rate = 0.0001
-student_from_teacher = True  # start the student from the teacher's weights (else from scratch)
+student_from_teacher = False  # True: start the student from the teacher's weights
 rounds = 1  # 2: the winner of round 1 pseudo-labels again and teaches a second student
 
 # %%
