@@ -242,6 +242,7 @@ def run(args, tmp: Path, save: Path) -> dict:
     variants = {
         "scratch, old confidence": ({"confidence": CANDIDATES[OLD][1]}, False, 1.0, False),
         "scratch": (chosen, False, 1.0, False),
+        "scratch, weight 0.5": (chosen, False, 0.5, False),
         "from teacher": (chosen, True, 1.0, False),
         "from teacher, weight 0.5": (chosen, True, 0.5, False),
         "from teacher, weight 0.5, ignore": (chosen, True, 0.5, True),
