@@ -14,7 +14,8 @@ confidence signal (:mod:`flare_helpers.confidence`). Measured:
   (equal steps = equal CPU work per model at batch 2 on one grid; the machine is shared,
   so wall time is not comparable between models; CPU seconds are recorded too):
   ``scratch`` (the issue's baseline: old confidence, weight 1, from random weights),
-  then with the chosen confidence: ``scratch``, ``from teacher`` (``pseudo.init_from``),
+  then with the chosen confidence: ``scratch`` (weight 1 or 0.5), ``from teacher``
+  (``pseudo.init_from``),
   ``from teacher, weight 0.5`` (``pseudo.sample_weight``), ``…, ignore`` (per-voxel
   consistency, ``pseudo.ignore_disagreement``); and ``teacher + steps``: the teacher
   trained the same extra steps on the labelled cases only, the control for fine-tuning
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[
             "teacher + steps",
             "scratch, old confidence",
-            "scratch",
+            "scratch, weight 0.5",
             "from teacher",
             "from teacher, weight 0.5",
             "from teacher, weight 0.5, ignore",
