@@ -31,6 +31,8 @@ from pathlib import Path
 
 from _report import bench_parser, dated_heading, environment, finish
 
+from flare_helpers.config import PseudoConfig
+
 HEADING = "## Pseudo-labelling throughput (`bench/pseudolabel_throughput.py`)"
 INTRO = (
     "`pseudolabel` with the default VNet and settings (spacing mode, 128×128×64 windows,\n"
@@ -80,7 +82,7 @@ def run(args, tmp: Path) -> dict:
     save_model_atomic(net, run_dir / "best.keras")
     save_config(cfg, run_dir / "config.yaml")
     zip_path, _ = write_unlabelled(
-        tmp / "unl", args.cases, 4, tuple(args.shape), progress=False, family="simple"
+        tmp / "unl", args.cases, 4, tuple(args.shape), progress=False, family="ct"
     )
 
     start = time.perf_counter()
@@ -133,7 +135,8 @@ def report(out: dict, args) -> str:
     stages = out["stages"]
     network = stages["network"]
     other = sum(v for k, v in stages.items() if k != "network")
-    t4_network = out["windows"] * out["window_tflop"] / args.t4_tflops
+    passes = 1 if PseudoConfig().tta == "none" else 2  # the twin prediction behind agreement
+    t4_network = passes * out["windows"] * out["window_tflop"] / args.t4_tflops
     t4_case = t4_network + other
     per_scan_mb = args.ct_mb + 2 * out["label_mb"] + out["cache_mb"]
     lines = [
@@ -157,7 +160,7 @@ def report(out: dict, args) -> str:
         f"- CPU per case: network {network:.1f} s, the rest {other:.1f} s "
         f"(stages of one case: {', '.join(f'{k} {v:.1f} s' for k, v in out['stages'].items())})",
         f"- network: {out['window_tflop']:.3g} TFLOP per window × {out['windows']} windows; "
-        f"T4 at {args.t4_tflops:g} TFLOPS effective: {t4_network:.1f} s per case",
+        f"T4 at {args.t4_tflops:g} TFLOPS effective, {passes} passes: {t4_network:.1f} s per case",
         f"- Drive per kept scan: CT copy {args.ct_mb:g} MB (the phantom's: "
         f"{out['ct_mb_phantom']:.1f} MB) + label and prediction {2 * out['label_mb']:.2f} MB + "
         f"cache entry {out['cache_mb']:.1f} MB = {per_scan_mb:.0f} MB; 200 scans "

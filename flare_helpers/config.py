@@ -194,13 +194,24 @@ class PseudoConfig:
     ``flare-pseudolabel`` keeps a case when its confidence is at least
     ``min_confidence`` and among the top ``keep_fraction`` of the predicted cases.
     A kept case is drawn ``sample_weight`` times as often as a labelled case in
-    training (:mod:`flare_helpers.pseudolabel`).
+    training (:mod:`flare_helpers.pseudolabel`). ``confidence`` names the signals
+    whose product is a case's confidence (:mod:`flare_helpers.confidence`); ``tta``
+    the second, transformed prediction behind ``agreement`` and
+    ``ignore_disagreement`` (voxels where the two differ are left out of training).
+    A student replaces its teacher only if its mean DSC on the labelled validation
+    cases is at least ``adopt_margin`` higher (:mod:`flare_helpers.workflows.pseudo_round`).
     """
 
     min_confidence: float = 0.0
     keep_fraction: float = 0.5
-    sample_weight: float = 1.0
+    sample_weight: float = 0.5
     init_from: str = ""
+    confidence: tuple[
+        Literal["mean_probability", "component_share", "agreement", "anatomy"], ...
+    ] = ("agreement",)
+    tta: Literal["shift", "mirror", "none"] = "mirror"
+    ignore_disagreement: bool = False
+    adopt_margin: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -536,6 +547,13 @@ def validate(cfg: Config, source: Path | None = None) -> Config:
         (
             cfg.pseudo.sample_weight >= 0,
             "pseudo.sample_weight must be >= 0",
+        ),
+        (
+            len(cfg.pseudo.confidence) > 0
+            and not ({"agreement"} & set(cfg.pseudo.confidence) and cfg.pseudo.tta == "none")
+            and not (cfg.pseudo.ignore_disagreement and cfg.pseudo.tta == "none"),
+            "pseudo.confidence needs at least one signal, and its agreement signal and "
+            "pseudo.ignore_disagreement need pseudo.tta shift or mirror",
         ),
         (0 <= cfg.infer.overlap < 1, "infer.overlap must be in [0, 1)"),
         (

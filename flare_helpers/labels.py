@@ -73,6 +73,12 @@ ORGAN_COLORS: dict[str, tuple[float, float, float]] = {
 }
 
 
+#: A voxel no loss may learn from: written into pseudo-labels where the teacher contradicts
+#: itself (``pseudo.ignore_disagreement``); kept as is from FLARE22 ids to training classes
+#: and back, one-hot encoded as all zeros, which :class:`flare_helpers.losses.DiceCELoss` skips.
+IGNORE = 255
+
+
 @dataclass(frozen=True)
 class OrganSet:
     """An ordered subset of FLARE22 organs that become training classes 1..K.
@@ -114,15 +120,17 @@ class OrganSet:
         return tuple(FLARE22_IDS[name] for name in self.organs)
 
     def to_classes(self, flare_labels: np.ndarray) -> np.ndarray:
-        """Map a FLARE22 id volume to training classes (uint8, other organs → 0)."""
+        """Map a FLARE22 id volume to training classes (uint8, other organs → 0, IGNORE kept)."""
         lut = np.zeros(256, dtype=np.uint8)
+        lut[IGNORE] = IGNORE
         for cls_index, flare_id in enumerate(self.flare_ids, start=1):
             lut[flare_id] = cls_index
         return lut[np.asarray(flare_labels, dtype=np.uint8)]
 
     def to_flare(self, classes: np.ndarray) -> np.ndarray:
-        """Map a training-class volume back to FLARE22 ids (uint8)."""
+        """Map a training-class volume back to FLARE22 ids (uint8, IGNORE kept)."""
         lut = np.zeros(256, dtype=np.uint8)
+        lut[IGNORE] = IGNORE
         lut[1 : self.n_classes] = self.flare_ids
         return lut[np.asarray(classes, dtype=np.uint8)]
 
@@ -130,10 +138,19 @@ class OrganSet:
 def one_hot(label: np.ndarray, n_classes: int, out: np.ndarray | None = None) -> np.ndarray:
     """uint8 classes (X, Y, Z) → float32 one-hot (X, Y, Z, n_classes), into ``out`` if given.
 
+    An :data:`IGNORE` voxel becomes all zeros (no class).
+
     Raises:
-        ValueError: a class id is >= ``n_classes``.
+        ValueError: a class id other than IGNORE is >= ``n_classes``.
     """
-    if label.size and int(label.max()) >= n_classes:
-        raise ValueError(f"label holds class {int(label.max())} but n_classes is {n_classes}")
+    top = int(label.max()) if label.size else 0
+    ignored = top == IGNORE
+    if ignored:
+        top = int(label[label != IGNORE].max(initial=0))
+    if top >= n_classes:
+        raise ValueError(f"label holds class {top} but n_classes is {n_classes}")
     # mode="clip" skips numpy's buffered bounds check (done above): ~3x faster.
-    return np.take(np.eye(n_classes, dtype=np.float32), label, axis=0, out=out, mode="clip")
+    out = np.take(np.eye(n_classes, dtype=np.float32), label, axis=0, out=out, mode="clip")
+    if ignored:
+        out[label == IGNORE] = 0.0
+    return out

@@ -11,6 +11,12 @@ import keras
 from keras import ops
 
 
+def _known(y_true):
+    """1 where a voxel has a class, 0 where its one-hot is all zeros (an ignored voxel,
+    :data:`flare_helpers.labels.IGNORE`); shape ``(..., 1)``."""
+    return ops.sum(y_true, axis=-1, keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package="flare_helpers")
 class DiceCELoss(keras.losses.Loss):
     """``dice_weight · soft Dice loss + ce_weight · cross-entropy``, one value per sample.
@@ -39,7 +45,9 @@ class DiceCELoss(keras.losses.Loss):
     option, not the default. The batch Dice loss is the same for every sample.
 
     Cross-entropy is averaged over the voxels of each sample (all classes,
-    background included). Keras then averages the per-sample values over the
+    background included). A voxel whose one-hot truth is all zeros (ignored: a
+    pseudo-label's voxel where the teacher contradicted itself) counts in neither
+    term: its probabilities leave the Dice sums and its cross-entropy the mean. Keras then averages the per-sample values over the
     batch (``reduction="sum_over_batch_size"``), honouring ``sample_weight``
     (which, with ``batch_dice``, weights only the cross-entropy term's samples).
 
@@ -72,7 +80,7 @@ class DiceCELoss(keras.losses.Loss):
     def dice_loss(self, y_true, y_pred):
         """Soft Dice loss ``(batch,)``, averaged over the included classes present in the truth."""
         y_true = ops.cast(y_true, "float32")
-        y_pred = ops.cast(y_pred, "float32")
+        y_pred = ops.cast(y_pred, "float32") * _known(y_true)
         if not self.include_background:
             if y_pred.shape[-1] == 1:
                 raise ValueError("include_background=False needs at least 2 classes")
@@ -93,11 +101,12 @@ class DiceCELoss(keras.losses.Loss):
         return loss
 
     def ce_loss(self, y_true, y_pred):
-        """Per-sample categorical cross-entropy ``(batch,)``, averaged over voxels."""
-        voxel_ce = keras.losses.categorical_crossentropy(
-            ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
-        )
-        return ops.mean(ops.reshape(voxel_ce, (ops.shape(voxel_ce)[0], -1)), axis=-1)
+        """Per-sample categorical cross-entropy ``(batch,)``, averaged over the known voxels."""
+        y_true = ops.cast(y_true, "float32")
+        voxel_ce = keras.losses.categorical_crossentropy(y_true, ops.cast(y_pred, "float32"))
+        known = ops.reshape(_known(y_true), (ops.shape(voxel_ce)[0], -1))
+        voxel_ce = ops.reshape(voxel_ce, (ops.shape(voxel_ce)[0], -1)) * known
+        return ops.sum(voxel_ce, axis=-1) / ops.maximum(ops.sum(known, axis=-1), 1.0)
 
     def call(self, y_true, y_pred):
         return self.dice_weight * self.dice_loss(y_true, y_pred) + self.ce_weight * self.ce_loss(

@@ -22,7 +22,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from flare_helpers.cases import NIFTI_EXTENSIONS, Case
 from flare_helpers.errors import FlareError, one_line
 from flare_helpers.fileio import atomic_path
-from flare_helpers.labels import FLARE22_LABELS
+from flare_helpers.labels import FLARE22_LABELS, IGNORE
 
 #: Image and label affines may differ by float noise from the writer; more is a mismatch.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -285,8 +285,10 @@ def load_label(path: str | Path, reference: Geometry | None = None) -> Volume:
             raise FlareError("label has non-integer values (is this an image, not a label?)", path)
     # min/max is ~100× cheaper than np.unique on a CT-sized label; unique only names the culprits.
     in_range = values.size == 0 or (values.min() >= 0 and values.max() <= MAX_LABEL_ID)
-    unexpected = (
-        [] if in_range else [v for v in np.unique(values).tolist() if v < 0 or v > MAX_LABEL_ID]
+    unexpected = (  # IGNORE: a pseudo-label's voxel that training skips
+        []
+        if in_range
+        else [v for v in np.unique(values).tolist() if (v < 0 or v > MAX_LABEL_ID) and v != IGNORE]
     )
     if unexpected:
         shown = ", ".join(str(int(v) if float(v).is_integer() else v) for v in unexpected[:8])

@@ -25,6 +25,8 @@ COLUMNS = (
     "confidence",
     "mean_probability",
     "component_share",
+    "agreement",
+    "anatomy",
     "organs_found",
     "kept",
     "reason",
@@ -52,6 +54,10 @@ class PseudoLayout:
         return self.root / "labels"
 
     @property
+    def masked(self) -> Path:
+        return self.root / "masked"
+
+    @property
     def csv(self) -> Path:
         return self.root / CONFIDENCE_CSV
 
@@ -68,6 +74,9 @@ class PseudoLayout:
 
     def prediction(self, case_id: str) -> Path:
         return prediction_path(self.predictions, case_id)
+
+    def masked_prediction(self, case_id: str) -> Path:
+        return prediction_path(self.masked, case_id)
 
 
 def read_rows(path: str | Path) -> dict[str, dict]:

@@ -9,7 +9,9 @@
 #    unlabelled CTs: **pseudo-labels**;
 # 2. each pseudo-label gets a **confidence**, and only the confident ones are kept;
 # 3. a **student** trains on the labelled cases plus the kept pseudo-labelled ones;
-# 4. optionally the student becomes the teacher of a second round (`rounds = 2`).
+# 4. the student **earns its place**: it replaces the teacher only if it scores better on the
+#    labelled validation cases by at least `pseudo.adopt_margin`; otherwise the teacher stays;
+# 5. optionally the winner teaches a second round (`rounds = 2`).
 #
 # Pseudo-labelled cases only ever go to training: the validation and test cases are the
 # labelled ones of notebook 02, unchanged, so teacher and student are scored on the same
@@ -17,10 +19,12 @@
 # finished CTs, epochs and rounds are skipped. The scans are read from their zip one at a
 # time, so the 250 GB set never lands on the runtime's disk.
 #
-# **Settings**: `epochs`, `batch_size` and `learning_rate` are the student's; the selection
-# (`pseudo.min_confidence`, `pseudo.keep_fraction`) and how often a pseudo-labelled case is
-# drawn against a labelled one (`pseudo.sample_weight`) come from `config.yaml`, `config_path`
-# and `overrides`, as in notebooks 02 and 03.
+# **Settings**: `epochs`, `batch_size` and `learning_rate` are the student's; the confidence
+# (`pseudo.confidence`, `pseudo.tta`), the selection (`pseudo.min_confidence`,
+# `pseudo.keep_fraction`), the ignored voxels (`pseudo.ignore_disagreement`), how often a
+# pseudo-labelled case is drawn against a labelled one (`pseudo.sample_weight`) and the
+# adoption margin (`pseudo.adopt_margin`) come from `config.yaml`, `config_path` and
+# `overrides`, as in notebooks 02 and 03.
 
 
 # %%
@@ -57,8 +61,8 @@ overrides = []  # the same overrides as in 02 and 03, plus any pseudo.* settings
 epochs = 100
 batch_size = 4
 learning_rate = 0.0001
-student_from_teacher = False  # start the student from the teacher's weights
-rounds = 1  # 2: the first student pseudo-labels again and teaches a second student
+student_from_teacher = False  # True: start the student from the teacher's weights
+rounds = 1  # 2: the winner of round 1 pseudo-labels again and teaches a second student
 
 # %%
 # %matplotlib inline
@@ -93,11 +97,16 @@ print(f"teacher {teacher}; unlabelled scans {images}")
 # ## 1 · The teacher pseudo-labels the unlabelled CTs
 #
 # Each CT goes through the teacher's own preprocessing and prediction (as in notebook 04),
-# and its labels are written on the CT's own grid with FLARE22's ids. A **confidence** in
-# [0, 1] is measured on the way: the network's mean top-class probability over the voxels it
-# calls an organ, times the share of each organ's voxels in its largest connected piece
-# (a real organ is one piece; a confused network leaves fragments and misses organs). On
-# phantoms it ranks cases by their true Dice (`BENCHMARKS.md`).
+# and its labels are written on the CT's own grid with FLARE22's ids. Each CT is predicted a
+# second time slightly moved (`pseudo.tta`: shifted by a few voxels, or mirrored with the
+# kidneys swapped). A **confidence** in [0, 1] is measured on the way, the product of the
+# signals `pseudo.confidence` names: `mean_probability` (the mean top-class probability over
+# the voxels called an organ), `component_share` (each organ in one piece?), `agreement`
+# (Dice between the two predictions: where the network guesses, the guess moves) and
+# `anatomy` (organ volumes and positions against the labelled cases'). How well each ranks
+# cases by their true Dice was measured on phantoms (`BENCHMARKS.md`); `confidence.csv`
+# keeps every signal. Where the two predictions disagree the pseudo-label can be left
+# unlabelled (`pseudo.ignore_disagreement`: those voxels teach the student nothing).
 #
 # A case is kept when its confidence is at least `pseudo.min_confidence` and it is in the
 # top `pseudo.keep_fraction` of the cases. A CT that cannot be read is skipped with its
@@ -137,38 +146,59 @@ for case_id in pseudolabel.best_and_worst(table):
 # The same network, trained on the labelled training cases plus the kept pseudo-labelled
 # ones. The cache of notebook 02 gains the pseudo-labelled cases (marked `pseudo` in its
 # `manifest.json`); the split of the labelled cases does not change. A pseudo-labelled case
-# is drawn `pseudo.sample_weight` times as often as a labelled one. The student starts from
-# scratch unless `student_from_teacher` (then from the teacher's weights: faster, but it
-# inherits the teacher's habits). Its run folder is `work_dir/pseudo/round1/student`;
-# training resumes like notebook 03's.
+# is drawn `pseudo.sample_weight` times as often as a labelled one. With
+# `student_from_teacher` the student starts from the teacher's weights (else from scratch).
+# Its run folder is `work_dir/pseudo/round1/student`; training resumes like notebook 03's.
 
 # %%
 trained = training.train(pseudo_round.student_config(cfg, teacher, first, student_from_teacher))
 print(f"student: best {trained.monitor} = {trained.best_value:.3f} at epoch {trained.best_epoch}")
 
 # %% [markdown]
-# ## 4 · More rounds
+# ## 4 · Does the student earn its place?
 #
-# With `rounds = 2` the student pseudo-labels the same scans again and teaches a new
-# student (`work_dir/pseudo/round2`), and so on. Nothing runs here when `rounds = 1`.
+# Teacher and student predict the labelled **validation** cases of notebook 02's split (whole
+# cases, as in notebook 04; neither trained on them). The student is kept only if its mean
+# DSC is at least `pseudo.adopt_margin` higher; otherwise the teacher stays, and the line
+# below says so with both numbers. Whichever wins is the model to use, and the teacher of a
+# next round.
+
+# %%
+adoption = pseudo_round.adopt(
+    teacher,
+    trained.best_model,
+    paths.data_dir,
+    pseudo_round.validation_cases(teacher),
+    first.root / "adoption",
+    cfg.pseudo.adopt_margin,
+)
+print(adoption)
+
+# %% [markdown]
+# ## 5 · More rounds
+#
+# With `rounds = 2` the winner of round 1 pseudo-labels the same scans again and teaches a
+# new student (`work_dir/pseudo/round2`), which must again beat it; and so on. Nothing runs
+# here when `rounds = 1`.
 
 # %%
 students = {"student": first.model_path}
+winner = adoption.model_path
 for number in range(2, rounds + 1):
-    previous = pseudo_round.round_paths(paths.work_dir, number - 1).model_path
     later = pseudo_round.round_paths(paths.work_dir, number)
-    pseudo_round.run_round(
-        cfg, previous, images, later, from_teacher=student_from_teacher, max_cases=n_cases
+    *_, later_adoption = pseudo_round.run_round(
+        cfg, winner, images, later, from_teacher=student_from_teacher, max_cases=n_cases
     )
     students[f"student {number}"] = later.model_path
-list(students)
+    winner = later_adoption.model_path
+print(f"the model to use: {winner}")
 
 # %% [markdown]
-# ## 5 · Teacher against student, on the same held-out cases
+# ## 6 · Teacher against student, on the same held-out cases
 #
 # Every model predicts the teacher's test split (labelled cases never trained on, by teacher
-# or student) and is scored with the FLARE22 rules, as in notebook 04. Scores go to
-# `work_dir/pseudo/evaluation/<model>/`.
+# or student, and not used to choose between them) and is scored with the FLARE22 rules, as
+# in notebook 04. Scores go to `work_dir/pseudo/evaluation/<model>/`.
 
 # %%
 test_cases = splits.read_splits(paths.run.splits)["test"]
@@ -178,6 +208,7 @@ comparison = pseudo_round.compare_models(
     paths.work_dir / "pseudo" / "evaluation",
     test_cases,
 )
+print(adoption)
 comparison.round(3)
 
 # %%

@@ -271,3 +271,31 @@ def test_training_metrics_names_and_config_round_trip():
     assert (restored.class_index, restored.name) == (2, "dice_right_kidney")
     restored_mean = keras.metrics.deserialize(keras.metrics.serialize(metrics[-1]))
     assert restored_mean.class_indices == (1, 2, 3, 4)
+
+
+def test_ignored_voxels_count_in_neither_term_like_numpy():
+    """An all-zero one-hot voxel (labels.IGNORE) leaves both the Dice sums and the CE mean:
+    the loss equals a float64 reference computed over the known voxels only."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, size=(2, 6, 5, 4))
+    y_true = one_hot(labels, 4)
+    ignore = rng.random(labels.shape) < 0.3
+    y_true[ignore] = 0.0
+    y_pred = random_probabilities(rng, (2, 6, 5, 4, 4))
+    known = ~ignore
+    t = y_true.astype(np.float64)[..., 1:]
+    p = (y_pred.astype(np.float64) * known[..., None])[..., 1:]
+    dice = (2 * (t * p).sum((1, 2, 3)) + 1e-5) / (t.sum((1, 2, 3)) + p.sum((1, 2, 3)) + 1e-5)
+    present = t.sum((1, 2, 3)) > 0
+    dice_loss = np.array([(1 - d)[m].mean() for d, m in zip(dice, present, strict=True)])
+    ce = -(y_true * np.log(np.clip(y_pred, 1e-7, 1 - 1e-7))).sum(-1)
+    ce = np.array([ce[b][known[b]].mean() for b in range(2)])
+    expected = float((dice_loss + ce).mean())
+    assert float(DiceCELoss()(y_true, y_pred)) == pytest.approx(expected, abs=1e-5)
+    # what the prediction says at an ignored voxel does not matter
+    other = y_pred.copy()
+    other[ignore] = random_probabilities(rng, (int(ignore.sum()), 4))
+    assert float(DiceCELoss()(y_true, other)) == pytest.approx(expected, abs=1e-5)
+    # no voxel ignored: unchanged from the plain reference
+    full = one_hot(labels, 4)
+    assert float(DiceCELoss()(full, y_pred)) == pytest.approx(numpy_dice_ce(full, y_pred), abs=1e-5)

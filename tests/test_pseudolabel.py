@@ -292,3 +292,38 @@ def test_a_student_can_start_from_its_teacher(tiny_run):
                                f"pseudo.init_from={tiny_run / 'best.keras'}"])  # fmt: skip
     with pytest.raises(FlareError, match="architecture differs"):
         load_initial_weights(build_and_compile(wider, 5), wider.pseudo.init_from)
+
+
+def test_ignored_voxels_are_where_the_mirrored_prediction_disagrees(unlabelled, tiny_run, tmp_path):
+    """With ignore_disagreement the kept labels are the predictions with 255 where the
+    mirrored twin disagrees; a rerun without it only puts the plain predictions back."""
+    zip_path, _ = unlabelled
+    settings = PseudoConfig(
+        keep_fraction=1.0, tta="mirror", ignore_disagreement=True, confidence=("agreement",)
+    )
+    folder = tmp_path / "P"
+    result = pseudolabel(
+        tiny_run / "best.keras", zip_path, folder, settings, max_cases=2, progress=False
+    )
+    assert len(result.kept) == 2
+    ignored_any = False
+    for case_id in result.kept:
+        row = result.rows[case_id]
+        assert float(row["confidence"]) == pytest.approx(float(row["agreement"]), abs=1e-5)
+        plain = np.asarray(nib.load(folder / "predictions" / f"{case_id}.nii.gz").dataobj)
+        label = np.asarray(nib.load(folder / "labels" / f"{case_id}.nii.gz").dataobj)
+        ignored = label == 255
+        ignored_any |= bool(ignored.any())
+        np.testing.assert_array_equal(label[~ignored], plain[~ignored])
+        assert set(np.unique(label[~ignored]).tolist()) <= FLARE_IDS
+    assert ignored_any  # an untrained-ish tiny network is not mirror-symmetric
+    pseudolabel(
+        tiny_run / "best.keras", zip_path, folder,
+        PseudoConfig(keep_fraction=1.0, tta="mirror", confidence=("agreement",)),
+        max_cases=2, progress=False,
+    )  # fmt: skip
+    for case_id in result.kept:
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(folder / "labels" / f"{case_id}.nii.gz").dataobj),
+            np.asarray(nib.load(folder / "predictions" / f"{case_id}.nii.gz").dataobj),
+        )

@@ -135,6 +135,20 @@ def test_series_leaves_model_metrics_figures_and_video(ci_series):
     for name in ("teacher", "student"):
         scored = pd.read_csv(work / "pseudo" / "evaluation" / name / "per_case.csv")
         assert sorted(scored["case"].unique()) == sorted(test_cases)
+    # the student met the teacher on the validation cases, and one line says who stayed
+    val_cases = json.loads((work / "model" / "splits.json").read_text())["val"]
+    means = {}
+    for name in ("teacher", "student"):
+        scored = pd.read_csv(round1 / "adoption" / name / "per_case.csv")
+        assert sorted(scored["case"].unique()) == sorted(val_cases)
+        means[name] = scored.groupby("organ")["dsc"].mean().mean()
+    notebook = nbformat.read(executed / "06_pseudolabel.ipynb", as_version=4)
+    text = "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+    adopted = means["student"] - means["teacher"] >= 0.02 - 1e-9  # pseudo.adopt_margin
+    assert ("student adopted: " if adopted else "teacher kept") in text
+    assert f"student {means['student']:.3f} vs teacher {means['teacher']:.3f}" in text
 
 
 @pytest.mark.slow

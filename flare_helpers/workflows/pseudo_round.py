@@ -1,11 +1,16 @@
-"""One round of teacher → pseudo-labels → student, and the comparison of the two.
+"""Rounds of teacher → pseudo-labels → student, where a student must earn its place.
 
 The teacher (a trained run's ``best.keras``) pseudo-labels unlabelled scans
 (:func:`flare_helpers.pseudolabel.pseudolabel`); a student trains on the
 labelled cases plus the kept pseudo-labelled ones
-(:func:`flare_helpers.workflows.training.train`, ``data.pseudo_dirs``); both are
-scored on the same labelled held-out cases (:func:`compare_models`).
-Notebook 06 runs it.
+(:func:`flare_helpers.workflows.training.train`, ``data.pseudo_dirs``). Then
+both are scored on the teacher run's labelled **validation** cases, whole
+cases with the sliding window (:func:`flare_helpers.evaluate.evaluate_model`),
+and the student replaces the teacher only if its mean DSC is at least
+``pseudo.adopt_margin`` higher (:func:`adopt`); otherwise the teacher stays,
+and one line says so with both numbers. A next round starts from whichever
+won (:func:`run_rounds`). :func:`compare_models` scores any models on the same
+held-out test cases. Notebook 06 runs it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flare_helpers.config import Config
+from flare_helpers.errors import FlareError
 from flare_helpers.evaluate import evaluate_model, write_report
 from flare_helpers.layout import RunLayout
 from flare_helpers.pseudolabel import pseudolabel
+from flare_helpers.splits import read_splits
 from flare_helpers.workflows import training
 
 
@@ -66,6 +73,97 @@ def student_config(
     )
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """Teacher against student on the same labelled validation cases, and which one stays."""
+
+    teacher: Path
+    student: Path
+    teacher_dsc: float
+    student_dsc: float
+    margin: float
+    n_cases: int
+
+    @property
+    def adopted(self) -> bool:
+        """The student is at least ``margin`` better (mean DSC; 1e-9 of float slack)."""
+        return self.student_dsc - self.teacher_dsc >= self.margin - 1e-9
+
+    @property
+    def model_path(self) -> Path:
+        """The winner: the student if adopted, else the teacher."""
+        return self.student if self.adopted else self.teacher
+
+    def __str__(self) -> str:
+        gain = self.student_dsc - self.teacher_dsc
+        numbers = (
+            f"student {self.student_dsc:.3f} vs teacher {self.teacher_dsc:.3f} mean validation "
+            f"DSC ({gain:+.3f}, margin {self.margin:g}, {self.n_cases} cases)"
+        )
+        if self.adopted:
+            return f"student adopted: {numbers}"
+        return f"teacher kept, the student is not better by the margin: {numbers}"
+
+
+def decide(
+    teacher: str | Path,
+    student: str | Path,
+    teacher_dsc: float,
+    student_dsc: float,
+    margin: float,
+    n_cases: int,
+) -> Adoption:
+    """The adoption rule on two scores (:attr:`Adoption.adopted`)."""
+    return Adoption(
+        Path(teacher), Path(student), float(teacher_dsc), float(student_dsc), margin, n_cases
+    )
+
+
+def mean_dsc(result) -> float:
+    """Mean over organs of the per-organ mean DSC of an evaluation."""
+    return float(result.summary()["dsc_mean"].mean())
+
+
+def validation_cases(model_path: str | Path) -> list[str]:
+    """The labelled validation cases of the run that made ``model_path``.
+
+    Raises:
+        FlareError: the run has no validation cases (the rule needs labelled cases
+            that neither model trained on: set ``data.val_fraction`` > 0).
+    """
+    split_file = RunLayout(Path(model_path).parent).splits
+    cases = read_splits(split_file)["val"] if split_file.exists() else []
+    if not cases:
+        raise FlareError(
+            "the teacher run has no validation cases to compare teacher and student on "
+            "(set data.val_fraction > 0 and train it again)",
+            split_file,
+        )
+    return list(cases)
+
+
+def adopt(
+    teacher: str | Path,
+    student: str | Path,
+    data_dir: str | Path,
+    case_ids: Sequence[str],
+    out_dir: str | Path,
+    margin: float,
+    *,
+    progress: bool = True,
+) -> Adoption:
+    """Score teacher and student on the labelled ``case_ids`` (whole cases, sliding window;
+    predictions and scores under ``out_dir/teacher`` and ``out_dir/student``) and decide."""
+    scores = {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        result = evaluate_model(
+            model, data_dir, Path(out_dir) / name, which=list(case_ids), progress=progress
+        )
+        write_report(result, Path(out_dir) / name)
+        scores[name] = mean_dsc(result)
+    return decide(teacher, student, scores["teacher"], scores["student"], margin, len(case_ids))
+
+
 def run_round(
     cfg: Config,
     teacher: str | Path,
@@ -76,15 +174,56 @@ def run_round(
     max_cases: int = 0,
     progress: bool = True,
 ):
-    """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student trains.
+    """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student
+    trains, and the two meet on the teacher run's validation cases (:func:`adopt`).
 
-    Both steps resume where they stopped. Returns ``(PseudoResult, TrainResult)``.
+    Every step resumes where it stopped. Prints the adoption line. Returns
+    ``(PseudoResult, TrainResult, Adoption)``.
     """
     labelled = pseudolabel(
         teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
     )
     trained = training.train(student_config(cfg, teacher, paths, from_teacher), progress=progress)
-    return labelled, trained
+    adoption = adopt(
+        teacher,
+        trained.best_model,
+        cfg.data.data_dir,
+        validation_cases(teacher),
+        paths.root / "adoption",
+        cfg.pseudo.adopt_margin,
+        progress=progress,
+    )
+    print(f"round {paths.root.name}: {adoption}")
+    return labelled, trained, adoption
+
+
+def run_rounds(
+    cfg: Config,
+    teacher: str | Path,
+    images: str | Path,
+    work_dir: str | Path,
+    rounds: int,
+    *,
+    from_teacher: bool = False,
+    max_cases: int = 0,
+    progress: bool = True,
+) -> list[Adoption]:
+    """``rounds`` rounds (:func:`run_round`), each taught by the previous round's winner."""
+    adoptions = []
+    for number in range(1, rounds + 1):
+        paths = round_paths(work_dir, number)
+        *_, adoption = run_round(
+            cfg,
+            teacher,
+            images,
+            paths,
+            from_teacher=from_teacher,
+            max_cases=max_cases,
+            progress=progress,
+        )
+        adoptions.append(adoption)
+        teacher = adoption.model_path
+    return adoptions
 
 
 def compare_models(
