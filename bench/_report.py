@@ -20,6 +20,10 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from flare_helpers.extract import extract_zip
+from flare_helpers.fileio import write_text_atomic
+from flare_helpers.synthetic import write_synthetic_zip
+
 #: The light VNet the learning benchmarks train in CPU minutes (base 8, depth 3, 3×3×3
 #: kernels, batch 2, lr 0.002, seed 3, no epoch limit: each bench sets a time limit).
 LIGHT_VNET = [
@@ -160,8 +164,6 @@ def append_section(path: Path, heading: str, intro: str, block: str) -> None:
     script's runs). Other sections are kept as they are; the file is replaced
     atomically.
     """
-    from flare_helpers.fileio import write_text_atomic
-
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     suffix = heading[heading.rfind(" (") :] if heading.endswith(")") else heading
     found = [line for line in text.splitlines() if line.startswith("## ") and line.endswith(suffix)]
@@ -174,6 +176,18 @@ def append_section(path: Path, heading: str, intro: str, block: str) -> None:
     end = len(text) if end < 0 else end + 1
     before = text[:end].rstrip("\n") + "\n\n"
     write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
+
+
+def scan_range_sets(tmp: Path, n_cases: int, shape: Sequence[int]) -> dict[str, Path]:
+    """Held-out simple phantoms (seed 99) scanned as usual and 1.8× longer, extracted
+    under ``tmp``: ``{"normal": data folder, "fov 1.8": data folder}``."""
+    sets = {}
+    for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
+        archive = write_synthetic_zip(
+            tmp / name, n_cases, seed=99, shape=shape, fov=fov, progress=False, family="simple"
+        )
+        sets[name] = extract_zip(archive, tmp / name / "data", progress=False)
+    return sets
 
 
 def bench_parser(doc: str, shape: Sequence[int]) -> argparse.ArgumentParser:

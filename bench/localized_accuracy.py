@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import bench_parser, dated_heading, environment, finish
+from _report import bench_parser, dated_heading, environment, finish, scan_range_sets
 
 from flare_helpers.cases import discover_cases, prediction_path
 from flare_helpers.config import load_config
@@ -126,17 +126,7 @@ def run(args, tmp: Path) -> tuple[list[dict], dict]:
     trained = {"minutes": (time.perf_counter() - start) / 60, "epochs": result.epochs_completed}
     native = resolve_precision("auto")[0] == "bfloat16"
     rows = []
-    for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
-        z = write_synthetic_zip(
-            tmp / name,
-            args.test_cases,
-            seed=99,
-            shape=shape,
-            fov=fov,
-            progress=False,
-            family="simple",
-        )
-        data = extract_zip(z, tmp / name / "data", progress=False)
+    for name, data in scan_range_sets(tmp, args.test_cases, shape).items():
         pairs_of = {c.case_id: c.image for c in discover_cases(data).cases}
         for label, overrides in SETTINGS:
             if overrides["precision"] == "bfloat16" and not native:

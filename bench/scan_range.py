@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish, scan_range_sets
 
 from flare_helpers.config import load_config
 from flare_helpers.evaluate import evaluate_model
@@ -59,18 +59,7 @@ def run(args, tmp: Path) -> list[dict]:
         tmp / "train", args.cases, seed=21, shape=shape, progress=False, family="simple"
     )
     train_data = extract_zip(train_zip, tmp / "train" / "data", progress=False)
-    tests = {}
-    for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
-        z = write_synthetic_zip(
-            tmp / name,
-            args.test_cases,
-            seed=99,
-            shape=shape,
-            fov=fov,
-            progress=False,
-            family="simple",
-        )
-        tests[name] = extract_zip(z, tmp / name / "data", progress=False)
+    tests = scan_range_sets(tmp, args.test_cases, shape)
     rows = []
     for mode, settings in MODES.items():
         cfg = load_config(
