@@ -106,7 +106,13 @@ class TrainingPlan:
 
     def time_line(self) -> str:
         """``"about 25,000 steps, ≈ 3.6 h on a T4; resumes after a disconnect"``."""
-        took = f"{self.hours:.1f} h" if self.hours >= 1 else f"{self.hours * 60:.0f} min"
+        minutes = self.hours * 60
+        if self.hours >= 1:
+            took = f"{self.hours:.1f} h"
+        elif minutes >= 1:
+            took = f"{minutes:.0f} min"
+        else:
+            took = f"{minutes * 60:.0f} s"
         return (
             f"about {self.steps:,} steps, ≈ {took} on a {self.gpu.name} "
             f"({self.precision}; estimated from FLOPs); resumes after a disconnect"

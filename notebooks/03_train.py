@@ -236,9 +236,15 @@ print(f"model: {result.best_model.relative_to(paths.work_dir)}")
 #
 # Loss and per-organ Dice, training (dashed) against validation (solid). Training and
 # validation Dice close together mean the model generalises; a widening gap, that it is
-# learning the training cases by heart. The table gives the gap per organ over the last
-# five epochs (the training Dice is measured on the augmented training patches).
+# learning the training cases by heart.
 
 # %%
 viz.plot_training_curves(result.history_csv)
+
+# %% [markdown]
+# The generalisation gap per organ, averaged over the last five epochs (the training Dice
+# is measured on the augmented training patches, the validation Dice on the fixed
+# validation patches).
+
+# %%
 print(gap_lines(generalisation_gap(result.history_csv, organs.organs)))
