@@ -108,13 +108,13 @@ class TrainingPlan:
         """``"about 25,000 steps, ≈ 3.6 h on a T4; resumes after a disconnect"``."""
         minutes = self.hours * 60
         if self.hours >= 1:
-            took = f"{self.hours:.1f} h"
+            took = f"≈ {self.hours:.1f} h"
         elif minutes >= 1:
-            took = f"{minutes:.0f} min"
-        else:
-            took = f"{minutes * 60:.0f} s"
+            took = f"≈ {minutes:.0f} min"
+        else:  # the FLOPs alone say seconds; a step's fixed costs are not estimated
+            took = "under a minute"
         return (
-            f"about {self.steps:,} steps, ≈ {took} on a {self.gpu.name} "
+            f"about {self.steps:,} steps, {took} on a {self.gpu.name} "
             f"({self.precision}; estimated from FLOPs); resumes after a disconnect"
         )
 

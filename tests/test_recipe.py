@@ -95,8 +95,8 @@ def test_default_plan_on_a_t4():
     short = budget.plan_training(cfg.replace(train={"epochs": 1}), 35)
     assert "≈ 4 min on a T4" in short.time_line() and "(0.1 % of it)" in short.budget_line()
     tiny = budget.plan_training(cfg.replace(train={"epochs": 1, "steps_per_epoch": 10}), 35)
-    assert f"≈ {round(tiny.hours * 3600)} s on a T4" in tiny.time_line()
     assert 5 <= tiny.hours * 3600 <= 15  # 10 steps of about 0.94 s
+    assert "about 10 steps, under a minute on a T4" in tiny.time_line()
     float32 = budget.plan_training(cfg.replace(train={"mixed_precision": "none"}), 35)
     assert float32.hours == pytest.approx(plan.hours * (65 * 0.1) / (8.1 * 0.4), rel=0.05)
 
