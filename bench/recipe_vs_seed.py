@@ -36,7 +36,7 @@ from flare_helpers.extract import extract_zip
 from flare_helpers.fileio import read_history
 from flare_helpers.splits import read_splits
 from flare_helpers.synthetic import write_synthetic_zip
-from flare_helpers.train import train
+from flare_helpers.workflows.training import train
 
 HEADING = "## New recipe vs old at the same CPU budget (`bench/recipe_vs_seed.py`)"
 INTRO = (
