@@ -26,8 +26,9 @@ from flare_helpers.config import Config
 from flare_helpers.errors import FlareError
 from flare_helpers.evaluate import evaluate_model, write_report
 from flare_helpers.layout import RunLayout
-from flare_helpers.pseudolabel import pseudolabel
+from flare_helpers.pseudolabel import PseudoResult, pseudolabel
 from flare_helpers.splits import read_splits
+from flare_helpers.train import TrainResult
 from flare_helpers.workflows import training
 
 
@@ -173,12 +174,11 @@ def run_round(
     from_teacher: bool = False,
     max_cases: int = 0,
     progress: bool = True,
-):
+) -> tuple[PseudoResult, TrainResult, Adoption]:
     """One round: ``teacher`` pseudo-labels ``images`` into ``paths.pseudo_dir``, a student
     trains, and the two meet on the teacher run's validation cases (:func:`adopt`).
 
-    Every step resumes where it stopped. Prints the adoption line. Returns
-    ``(PseudoResult, TrainResult, Adoption)``.
+    Every step resumes where it stopped. Prints the adoption line.
     """
     labelled = pseudolabel(
         teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
