@@ -46,8 +46,8 @@ INTRO = (
     "Target: new ≥ old on both, every organ reported."
 )
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
+#: Phantoms of flare-synth's default ct family: CT-sized bodies whatever the shape.
 PHANTOM_SHAPE = (128, 128, 40)
-VOXEL_SCALE = (4.5, 4.5, 2.0)
 COMMON = [
     *(s for s in LIGHT_VNET if not s.startswith(("train.lr_schedule", "train.steps_per_epoch"))),
     "preprocess.workers=2",
@@ -78,13 +78,11 @@ OLD = [
 ]
 
 
-def make_data(tmp: Path, cases: int, test_cases: int) -> tuple[Path, Path]:
-    """Training and held-out phantoms (seed families 21 and 99) at CT-like physical size."""
+def make_data(tmp: Path, cases: int, test_cases: int, shape) -> tuple[Path, Path]:
+    """Training and held-out ct phantoms (seed families 21 and 99), CT-sized."""
     folders = []
     for name, n, seed in (("train", cases, 21), ("test", test_cases, 99)):
-        archive = write_synthetic_zip(
-            tmp / name, n, seed=seed, shape=PHANTOM_SHAPE, voxel_scale=VOXEL_SCALE, progress=False
-        )
+        archive = write_synthetic_zip(tmp / name, n, seed=seed, shape=tuple(shape), progress=False)
         folders.append(extract_zip(archive, tmp / name / "data", progress=False))
     return folders[0], folders[1]
 
@@ -112,7 +110,9 @@ def train_recipe(name: str, overrides: list[str], tmp: Path, minutes: float):
 
 def run(args, tmp: Path) -> list[dict]:
     train_data, test_data = (
-        (args.train_data, args.test_data) if args.train_data else make_data(tmp, args.cases, 6)
+        (args.train_data, args.test_data)
+        if args.train_data
+        else make_data(tmp, args.cases, 6, args.shape)
     )
     base = [f"data.data_dir={train_data}", *COMMON]
     rows = []
