@@ -27,7 +27,7 @@ Dice (Spearman ρ) on phantoms (BENCHMARKS.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,13 @@ from scipy import ndimage
 SIGNALS: tuple[str, ...] = ("mean_probability", "component_share", "agreement", "anatomy")
 #: How far :class:`TransformedModel` shifts a network input, in voxels (X, Y, Z).
 SHIFT_VOXELS: tuple[int, int, int] = (3, 3, 2)
+
+
+def signal_product(values: Mapping[str, float], signals: Sequence[str]) -> float:
+    """A case's confidence: the product of its ``signals`` in ``values``; a signal that was
+    not measured (absent or NaN) is left out (none measured: 1)."""
+    chosen = [values.get(name, math.nan) for name in signals]
+    return float(np.prod([v for v in chosen if not math.isnan(v)]))
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,7 @@ class CaseConfidence:
     @property
     def confidence(self) -> float:
         """The product of the chosen ``signals`` (measured ones), in [0, 1]."""
-        values = [getattr(self, name) for name in self.signals]
-        return float(np.prod([v for v in values if not math.isnan(v)]))
+        return signal_product({name: getattr(self, name) for name in SIGNALS}, self.signals)
 
     def row(self) -> dict[str, float | int]:
         """CSV columns: confidence and every signal, rounded (NaN as empty)."""

@@ -51,6 +51,7 @@ from flare_helpers.confidence import (
     case_confidence,
     disagreement,
     organ_geometry,
+    signal_product,
 )
 from flare_helpers.config import PseudoConfig, load_run_config
 from flare_helpers.errors import FlareError, one_line
@@ -270,13 +271,10 @@ def reference_from_labels(label_paths: Sequence[str | Path], organs: OrganSet) -
 
 
 def row_confidence(row: dict, signals: Sequence[str]) -> float:
-    """A ``confidence.csv`` row's confidence: the product of its ``signals`` that were measured."""
-    value = 1.0
-    for name in signals:
-        text = str(row.get(name, ""))
-        if text not in ("", "nan"):
-            value *= float(text)
-    return value
+    """A ``confidence.csv`` row's confidence: the product of its ``signals`` that were measured
+    (:func:`~flare_helpers.confidence.signal_product`; an empty cell was not measured)."""
+    values = {name: float(row[name]) for name in signals if str(row.get(name, "")) != ""}
+    return signal_product(values, signals)
 
 
 def teacher_settings(model_path: str | Path) -> PseudoConfig:
