@@ -103,7 +103,7 @@ demo:
 # after changing a notebook: a test compares their code cells with notebooks/*.py.
 docs:
 	$(BIN)/flare-series --profile demo
-	$(BIN)/python -m flare_helpers.docs runs/demo/notebooks docs/notebooks
+	$(BIN)/python -m flare_helpers.series.docs runs/demo/notebooks docs/notebooks
 
 bench:
 	$(BIN)/python bench/run_all.py

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from flare_helpers.extract import extract_zip
-from flare_helpers.fileio import write_text_atomic
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.fileio import write_text_atomic
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 
 #: The light VNet the learning benchmarks train in CPU minutes (base 8, depth 3, 3×3×3
 #: kernels, batch 2, lr 0.002, seed 3, no epoch limit: each bench sets a time limit).

@@ -3,7 +3,7 @@
 The ceiling is what a perfect network could score with given settings: the
 ground truth goes to the network grid as training labels do, back through the
 inference mapping, and is scored against itself with the FLARE22 rules
-(:mod:`flare_helpers.workflows.ceiling`). The real CT is ``tests/data/real_ct`` case 9002
+(:mod:`flare_helpers.workflows.ceiling`). The real CT is ``flare_helpers/data/real_ct`` case 9002
 (30 slices of TotalSegmentator's 3 mm test CT with its organ masks), first
 resampled to FLARE22-like 0.8×0.8×2.5 mm voxels (image linear, labels nearest),
 as a FLARE22 scan would be. Target: spacing mode at its default settings
@@ -23,21 +23,22 @@ import numpy as np
 from _report import bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import Config, load_config
-from flare_helpers.nifti import load_image, load_label
-from flare_helpers.resample import resize_linear, resize_nearest, shape_for_spacing
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.data.nifti import load_image, load_label
+from flare_helpers.preprocess.resample import resize_linear, resize_nearest, shape_for_spacing
 from flare_helpers.workflows.ceiling import resolution_ceiling
 
 HEADING = "## Resolution ceiling on a real CT (`bench/ceiling_real_ct.py`)"
 INTRO = (
     "What a perfect network could reach with each setting: ground truth → network grid →\n"
     "back through the inference mapping (largest component kept), scored with the FLARE22\n"
-    "rules on the CT's own grid. Case 9002 of `tests/data/real_ct` (122×101×30 at 3 mm,\n"
+    "rules on the CT's own grid. Case 9002 of `flare_helpers/data/real_ct` (122×101×30 at 3 mm,\n"
     "TotalSegmentator masks) resampled to 0.8×0.8×2.5 mm first. The crop covers only 30\n"
     "slices (90 mm), so resize mode's voxels here are smaller than on a full abdominal scan\n"
     "and its ceiling is higher than it would be there. Target: spacing mode at its default\n"
     "settings ≥ 0.985 mean DSC."
 )
-REAL_CT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real_ct" / "FLARE22Train"
+REAL_CT = REAL_CT_DIR / "FLARE22Train"
 CASE = "FLARE22_Tr_9002"
 FLARE_LIKE_MM = (0.8, 0.8, 2.5)
 SETTINGS: list[tuple[str, list[str]]] = [

@@ -5,7 +5,7 @@ volumes already on the device, after warm-up steps (compilation, cuDNN
 autotuning) that are not timed. Each (network, batch, precision) runs in its
 own subprocess, so peak GPU memory is that configuration's alone.
 
-* ours: ``flare_helpers.model.vnet_from_config(ModelConfig())`` (Milletari conv
+* ours: ``flare_helpers.model.vnet.vnet_from_config(ModelConfig())`` (Milletari conv
   counts, no batch norm), ``model.train_on_batch`` / ``model.predict_on_batch``
   on the chosen Keras backend (``--backend``, JAX by default), ``jit_compile="auto"``;
   bf16 = the ``mixed_bfloat16`` dtype policy.
@@ -91,9 +91,9 @@ def run_ours(cfg: dict) -> dict:
     import keras
 
     from flare_helpers.config import ModelConfig
-    from flare_helpers.losses import DiceCELoss
-    from flare_helpers.model import count_parameters, vnet_from_config
-    from flare_helpers.runtime import describe_device
+    from flare_helpers.model.losses import DiceCELoss
+    from flare_helpers.model.runtime import describe_device
+    from flare_helpers.model.vnet import count_parameters, vnet_from_config
 
     device = describe_device()
     if cfg["device"] == "gpu" and "GPU:" not in device:

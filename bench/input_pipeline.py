@@ -6,7 +6,7 @@ stage of the default recipe on one core (a 128×128×64 patch cut from the memor
 case, or resampled from it by nnU-Net's rotation/zoom; each intensity transform;
 one-hot), then runs epochs through Keras' own epoch loop (what ``fit`` runs, with
 nothing training) for 1 and 2 workers as threads and as processes. The need it is
-compared with is the default run's on a Colab T4 (:func:`flare_helpers.budget.plan_training`).
+compared with is the default run's on a Colab T4 (:func:`flare_helpers.train.budget.plan_training`).
 Prints a table and appends it to the "Input pipeline" section of BENCHMARKS.md.
 
     python bench/input_pipeline.py                  # defaults, appends to BENCHMARKS.md
@@ -29,25 +29,25 @@ from _report import bench_parser, dated_heading, environment, finish, median_sec
 # Keras' private epoch loop is the public fit() loop minus the model.
 from keras.src.trainers.epoch_iterator import EpochIterator
 
-from flare_helpers.augment import (
+from flare_helpers.config import AugmentConfig, Config, load_config
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.labels import DEFAULT_ORGANS, one_hot
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
+from flare_helpers.preprocess.pipeline import preprocess_dataset
+from flare_helpers.train.augment import (
     adjust_intensity,
     augment_patch,
     draw_params,
     sampling_matrix,
     transformed_patch,
 )
-from flare_helpers.batches import FlareDataset
-from flare_helpers.budget import plan_training
-from flare_helpers.config import AugmentConfig, Config, load_config
-from flare_helpers.extract import extract_zip
-from flare_helpers.labels import DEFAULT_ORGANS, one_hot
-from flare_helpers.patches import cut_patch
-from flare_helpers.preprocess import preprocess_dataset
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.train.batches import FlareDataset
+from flare_helpers.train.budget import plan_training
+from flare_helpers.train.patches import cut_patch
 
 HEADING = "## Input pipeline (`bench/input_pipeline.py`)"
 INTRO = (
-    "Training patches/s delivered by `flare_helpers.batches.FlareDataset` with the default\n"
+    "Training patches/s delivered by `flare_helpers.train.batches.FlareDataset` with the default\n"
     "augmentation (`AugmentConfig()`), iterated through Keras' epoch loop with no model,\n"
     "so this is the most the pipeline can feed. Per-stage costs are medians on one core."
 )
@@ -204,7 +204,7 @@ def report(args, stages, rows, n_cases: int) -> str:
         "",
         f"A T4 training the default run consumes ≈ {need:.1f} patches/s (batch "
         f"{plan.batch_size}, {plan.seconds_per_step:.2f} s per step, estimated from FLOPs: "
-        "`flare_helpers.budget`). Worker processes send every batch back pickled through "
+        "`flare_helpers.train.budget`). Worker processes send every batch back pickled through "
         f"one pipe: {batch_mb:.0f} MB per patch, of which the float32 one-hot target is "
         f"{target_mb:.0f} MB; threads share memory and send nothing.",
         "",

@@ -22,9 +22,9 @@ import numpy as np
 from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
-from flare_helpers.evaluate import evaluate_model
-from flare_helpers.extract import extract_zip
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.evaluate.evaluation import evaluate_model
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 from flare_helpers.workflows.training import train
 
 HEADING = "## Learning at real physical scale (`bench/learn_real_scale.py`)"

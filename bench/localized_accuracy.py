@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 from _report import bench_parser, dated_heading, environment, finish, scan_range_sets
 
-from flare_helpers.cases import discover_cases, prediction_path
 from flare_helpers.config import load_config
-from flare_helpers.evaluate import score_prediction_dir
-from flare_helpers.extract import extract_zip
-from flare_helpers.infer import load_predictor, locate_on_ct, predict_files
-from flare_helpers.nifti import load_image, load_label
-from flare_helpers.runtime import resolve_precision
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.cases import discover_cases, prediction_path
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.nifti import load_image, load_label
+from flare_helpers.evaluate.evaluation import score_prediction_dir
+from flare_helpers.infer.predict import load_predictor, locate_on_ct, predict_files
+from flare_helpers.model.runtime import resolve_precision
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 from flare_helpers.workflows.training import train
 
 HEADING = "## Localised prediction and overlap: accuracy (`bench/localized_accuracy.py`)"

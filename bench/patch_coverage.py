@@ -1,13 +1,13 @@
 """What a training patch sees on a CT-sized volume: body share and organs per 1,000 patches.
 
 For the default spacing-mode settings (1.2×1.2×2.5 mm grid, 128×128×64 patches)
-on the real CT of ``tests/data/real_ct`` and on a CT-size phantom (512×512×110,
+on the real CT of ``flare_helpers/data/real_ct`` and on a CT-size phantom (512×512×110,
 the physical size of a FLARE22 scan), this reports:
 
 - the body crop's size in mm and the share of it one patch covers, per axis
   and by volume;
-- per 1,000 training patches drawn as :class:`~flare_helpers.batches.FlareDataset`
-  draws them (:func:`~flare_helpers.patches.patch_start`), how many hold each
+- per 1,000 training patches drawn as :class:`~flare_helpers.train.batches.FlareDataset`
+  draws them (:func:`~flare_helpers.train.patches.patch_start`), how many hold each
   organ (≥ 1 % of the organ's voxels, or ≥ 500 voxels), both kidneys at once,
   and no organ at all, for several ``train.foreground_fraction`` values.
 
@@ -24,10 +24,11 @@ import numpy as np
 from _report import bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
-from flare_helpers.extract import extract_zip
-from flare_helpers.patches import patch_start
-from flare_helpers.preprocess import entry_dir, preprocess_dataset
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
+from flare_helpers.preprocess.pipeline import entry_dir, preprocess_dataset
+from flare_helpers.train.patches import patch_start
 
 HEADING = "## What a training patch sees (`bench/patch_coverage.py`)"
 INTRO = (
@@ -35,7 +36,7 @@ INTRO = (
     "patches drawn as training draws them: how many hold each organ (≥ 1 % of its voxels or\n"
     "≥ 500 voxels), both kidneys, or no organ, by `train.foreground_fraction`."
 )
-REAL_CT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real_ct" / "FLARE22Train"
+REAL_CT = REAL_CT_DIR / "FLARE22Train"
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 FRACTIONS = (0.0, 0.33, 0.5, 0.67, 1.0)
 

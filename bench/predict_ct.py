@@ -67,11 +67,11 @@ MB = 1e6
 
 def make_run(run: Path, target: Sequence[int], overrides: Sequence[str]) -> dict:
     """Save an untrained VNet (``best.keras``) and its ``config.yaml`` in ``run``."""
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
-    from flare_helpers.labels import OrganSet
-    from flare_helpers.model import count_parameters
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.data.labels import OrganSet
+    from flare_helpers.model.vnet import count_parameters
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
 
     cfg = load_config(
         None,
@@ -86,7 +86,7 @@ def make_run(run: Path, target: Sequence[int], overrides: Sequence[str]) -> dict
 
 def write_ct(folder: Path, shape: Sequence[int], seed: int) -> Path:
     """Write the image of phantom case 1 (LPS order) and return its path."""
-    from flare_helpers.synthetic import case_files
+    from flare_helpers.phantoms.synthetic import case_files
 
     name, payload = next(iter(case_files(seed, 1, shape, family="simple").items()))
     path = folder / Path(name).name
@@ -97,13 +97,13 @@ def write_ct(folder: Path, shape: Sequence[int], seed: int) -> Path:
 
 def stage_worker(cfg: dict) -> dict:
     """In a fresh interpreter: import, model load and per-stage prediction seconds."""
-    from flare_helpers.infer import StageTimer, load_predictor, plan_outputs, predict_files
-    from flare_helpers.runtime import describe_device
+    from flare_helpers.infer.predict import StageTimer, load_predictor, plan_outputs, predict_files
+    from flare_helpers.model.runtime import describe_device
 
     start = time.perf_counter()
     import keras  # noqa: F401  (what load_predictor imports first: the backend)
 
-    from flare_helpers import losses, model, train_metrics  # noqa: F401
+    from flare_helpers.model import losses, metrics, vnet  # noqa: F401
 
     imports_s = time.perf_counter() - start
     start = time.perf_counter()

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from _report import bench_parser, dated_heading, environment, finish, load_average, run_worker
 
-from flare_helpers.runtime import cpu_bf16_flags
+from flare_helpers.model.runtime import cpu_bf16_flags
 
 HEADING = "## Localised prediction end to end (`bench/predict_localized.py`)"
 INTRO = (
@@ -60,11 +60,11 @@ MB = 1e6
 
 def train_run(tmp: Path, args) -> Path:
     """The run folder: a localiser trained on phantoms, the untrained default VNet beside it."""
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
-    from flare_helpers.extract import extract_zip
-    from flare_helpers.synthetic import write_synthetic_zip
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.data.extract import extract_zip
+    from flare_helpers.phantoms.synthetic import write_synthetic_zip
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
     from flare_helpers.workflows.training import open_run, train_localizer
 
     zip_path = write_synthetic_zip(
@@ -106,7 +106,7 @@ def write_ct(folder: Path, shape, fov: float) -> tuple[Path, Path]:
     """A held-out phantom (seed 5) at exactly 0.8×0.8×2.5 mm: image and label files."""
     import nibabel as nib
 
-    from flare_helpers.synthetic import make_phantom
+    from flare_helpers.phantoms.synthetic import make_phantom
 
     image, labels, _ = make_phantom(5, 1, shape, fov, family="simple")
     affine = np.diag([*SPACING, 1.0])
@@ -120,8 +120,8 @@ def write_ct(folder: Path, shape, fov: float) -> tuple[Path, Path]:
 
 def organ_margins(run: Path, image_path: Path, label_path: Path) -> dict[str, float]:
     """Per organ: mm from its ground-truth bounding box to the nearest face of the box."""
-    from flare_helpers.infer import load_predictor, locate_on_ct
-    from flare_helpers.nifti import load_image, load_label
+    from flare_helpers.data.nifti import load_image, load_label
+    from flare_helpers.infer.predict import load_predictor, locate_on_ct
 
     predictor = load_predictor(run / "best.keras")
     image = load_image(image_path)

@@ -2,7 +2,7 @@
 
 Issue "data speed and memory": seconds and peak memory per case of
 
-* ours: ``flare_helpers.preprocess.build_entry``, the cache-entry build that
+* ours: ``flare_helpers.preprocess.pipeline.build_entry``, the cache-entry build that
   ``preprocess_dataset`` / ``flare-preprocess`` / training run, with
   ``nifti.load_case`` inside it (ISA-L gunzip, int16 → float32 HU, RAS
   reorientation by views, body crop, separable trilinear resize, HU window,
@@ -58,11 +58,11 @@ from _report import (
 )
 from scipy import ndimage
 
-from flare_helpers.cases import Case, discover_cases
 from flare_helpers.config import Config, load_config
-from flare_helpers.infer import StageTimer
-from flare_helpers.preprocess import PreprocessParams, build_entry, preprocess_dataset
-from flare_helpers.synthetic import ORIENTATIONS, ZIP_ROOT, case_files
+from flare_helpers.data.cases import Case, discover_cases
+from flare_helpers.infer.predict import StageTimer
+from flare_helpers.phantoms.synthetic import ORIENTATIONS, ZIP_ROOT, case_files
+from flare_helpers.preprocess.pipeline import PreprocessParams, build_entry, preprocess_dataset
 
 HEADING = "## Preprocessing: ours vs the Colab recipe (`bench/preprocess_recipe.py`)"
 INTRO = (

@@ -5,7 +5,7 @@ Issue "pseudo-labels that pay off". On the CT-like phantoms (``flare-synth``'s d
 family): a light VNet (the teacher) trains ``--steps`` optimizer steps on ``--labelled``
 labelled phantoms. It pseudo-labels ``--unlabelled`` unlabelled phantoms (their truth kept
 apart) twice, with the shifted and with the mirrored test-time prediction, recording every
-confidence signal (:mod:`flare_helpers.confidence`). Measured:
+confidence signal (:mod:`flare_helpers.pseudolabel.confidence`). Measured:
 
 * each signal's and each product's Spearman ρ with the true per-case mean DSC;
 * the true DSC of kept against rejected pseudo-labels (per-case selection), and how
@@ -46,16 +46,16 @@ import numpy as np
 from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 from scipy.stats import spearmanr
 
-from flare_helpers.cases import discover_cases
 from flare_helpers.config import PseudoConfig, load_config
-from flare_helpers.evaluate import evaluate_model, score_prediction_dir
-from flare_helpers.extract import extract_zip
-from flare_helpers.labels import IGNORE, OrganSet
-from flare_helpers.nifti import load_label
-from flare_helpers.pseudo_folder import PseudoLayout
-from flare_helpers.pseudolabel import pseudolabel, reference_from_labels
-from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
-from flare_helpers.unlabelled import extract_scans
+from flare_helpers.data.cases import discover_cases
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.labels import IGNORE, OrganSet
+from flare_helpers.data.nifti import load_label
+from flare_helpers.data.pseudo_folder import PseudoLayout
+from flare_helpers.data.unlabelled import extract_scans
+from flare_helpers.evaluate.evaluation import evaluate_model, score_prediction_dir
+from flare_helpers.phantoms.synthetic import write_synthetic_zip, write_unlabelled
+from flare_helpers.pseudolabel.teacher import pseudolabel, reference_from_labels
 from flare_helpers.workflows.pseudo_round import adopt, decide, round_paths, student_config
 from flare_helpers.workflows.training import train
 

@@ -62,17 +62,17 @@ def conv_flops(model) -> float:
 
 
 def run(args, tmp: Path) -> dict:
-    from flare_helpers.callbacks import save_model_atomic
-    from flare_helpers.cases import Case
     from flare_helpers.config import PseudoConfig, load_config, save_config
-    from flare_helpers.infer import StageTimer, load_predictor, predict_volume
-    from flare_helpers.nifti import load_image, save_like
-    from flare_helpers.preprocess import PreprocessParams, build_entry, prepare_image
-    from flare_helpers.pseudo_folder import PseudoLayout
-    from flare_helpers.pseudolabel import pseudolabel
-    from flare_helpers.sliding_window import window_count
-    from flare_helpers.synthetic import write_unlabelled
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.data.cases import Case
+    from flare_helpers.data.nifti import load_image, save_like
+    from flare_helpers.data.pseudo_folder import PseudoLayout
+    from flare_helpers.infer.predict import StageTimer, load_predictor, predict_volume
+    from flare_helpers.model.sliding_window import window_count
+    from flare_helpers.phantoms.synthetic import write_unlabelled
+    from flare_helpers.preprocess.pipeline import PreprocessParams, build_entry, prepare_image
+    from flare_helpers.pseudolabel.teacher import pseudolabel
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
 
     run_dir = tmp / "run"
     run_dir.mkdir()

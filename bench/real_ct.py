@@ -4,7 +4,7 @@ any FLARE-layout folder, with its generalisation gap.
 ``sim2real``: the ``make demo`` recipe (``notebooks/params/demo.yaml``: spacing mode at
 3×3×6 mm with the organ localiser, the light VNet, its epochs, batch and learning rate)
 trains on ``--phantoms`` ``flare-synth`` phantoms only, then predicts the real CT
-``tests/data/real_ct`` case 9001 (a whole abdomen-pelvis scan, 3 mm) and scores it:
+``flare_helpers/data/real_ct`` case 9001 (a whole abdomen-pelvis scan, 3 mm) and scores it:
 DSC and NSD per organ, predicted against true volume, and the side (patient right or
 left of the body's midline) where each predicted organ landed.
 
@@ -41,17 +41,18 @@ import yaml
 from _report import bench_parser, dated_heading, environment, finish
 from scipy import ndimage
 
-from flare_helpers.phantoms import DEFAULT_JITTER, make_ct_phantom
-from flare_helpers.synthetic import ORIENTATIONS, _nifti_bytes, reorient
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.phantoms.ct import DEFAULT_JITTER, make_ct_phantom
+from flare_helpers.phantoms.synthetic import ORIENTATIONS, _nifti_bytes, reorient
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_CT = ROOT / "tests" / "data" / "real_ct" / "FLARE22Train"
+REAL_CT = REAL_CT_DIR / "FLARE22Train"
 CASE = "FLARE22_Tr_9001"
 HEADING = "## Real CT: phantoms to a real patient, and learning on a folder (`bench/real_ct.py`)"
 INTRO = (
     "*sim2real*: the `make demo` recipe (spacing mode at 3×3×6 mm with the localiser, light\n"
     "VNet, demo.yaml's epochs) trained only on phantoms, scored on the real CT 9001 of\n"
-    "`tests/data/real_ct` (TotalSegmentator's example CT, model-made labels). Targets: liver\n"
+    "`flare_helpers/data/real_ct` (TotalSegmentator's example CT, model-made labels). Targets: liver\n"
     "≥ 0.85, spleen and each kidney ≥ 0.70, no organ on the wrong side. *folder*: the same\n"
     "recipe on K cases of a folder for a time budget, held-out and training DSC. Targets on\n"
     "the ct phantom family: 4 cases, 5 min → held-out mean ≤ 0.90 (room for pseudo-labels);\n"

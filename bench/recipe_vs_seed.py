@@ -16,7 +16,7 @@ another seed family and, if ``--real`` names a FLARE22-layout folder holding cas
   poly decay from lr 0.002 over as many epochs as the old recipe's measured pace fits
   in the wall-clock time the old recipe took (its time limit ends at an epoch's end).
 
-    python bench/recipe_vs_seed.py --real tests/data/real_ct/FLARE22Train   # appends
+    python bench/recipe_vs_seed.py --real flare_helpers/data/real_ct/FLARE22Train   # appends
     python bench/recipe_vs_seed.py --minutes 1 --cases 6 --no-append        # smoke
 """
 
@@ -31,11 +31,11 @@ import numpy as np
 from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
 
 from flare_helpers.config import load_config
-from flare_helpers.evaluate import evaluate_model
-from flare_helpers.extract import extract_zip
-from flare_helpers.fileio import read_history
-from flare_helpers.splits import read_splits
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.fileio import read_history
+from flare_helpers.data.splits import read_splits
+from flare_helpers.evaluate.evaluation import evaluate_model
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 from flare_helpers.workflows.training import train
 
 HEADING = "## New recipe vs old at the same CPU budget (`bench/recipe_vs_seed.py`)"

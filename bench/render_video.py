@@ -24,8 +24,8 @@ import skimage
 from _report import bench_parser, dated_heading, environment, finish
 from scipy import ndimage
 
-from flare_helpers.labels import DEFAULT_ORGANS
-from flare_helpers.synthetic import make_phantom
+from flare_helpers.data.labels import DEFAULT_ORGANS
+from flare_helpers.phantoms.synthetic import make_phantom
 from flare_helpers.viz import organ_meshes, plot_case, render_rotation_video, save_figure
 from flare_helpers.viz.render3d import video_meshes
 

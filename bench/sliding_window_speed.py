@@ -70,9 +70,9 @@ def conv_flops(model) -> float:
 
 
 def make_runs(tmp: Path, overrides: list[str]) -> dict[str, Path]:
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
 
     runs = {}
     for mode in ("resize", "spacing"):
@@ -90,11 +90,11 @@ def make_runs(tmp: Path, overrides: list[str]) -> dict[str, Path]:
 
 
 def run(args, tmp: Path) -> tuple[list[dict], float]:
-    from flare_helpers.infer import StageTimer, load_predictor, predict_files
-    from flare_helpers.nifti import load_image
-    from flare_helpers.preprocess import prepare_image
-    from flare_helpers.sliding_window import window_count
-    from flare_helpers.synthetic import case_files
+    from flare_helpers.data.nifti import load_image
+    from flare_helpers.infer.predict import StageTimer, load_predictor, predict_files
+    from flare_helpers.model.sliding_window import window_count
+    from flare_helpers.phantoms.synthetic import case_files
+    from flare_helpers.preprocess.pipeline import prepare_image
 
     name, payload = next(iter(case_files(0, 1, args.shape, family="simple").items()))
     ct = tmp / Path(name).name

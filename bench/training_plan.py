@@ -1,9 +1,9 @@
 """The default run's budget and its estimated time on a Colab T4, from FLOPs (no GPU needed).
 
-Counts the default VNet's convolution FLOPs at 128×128×64 (:func:`flare_helpers.budget.vnet_flops`)
+Counts the default VNet's convolution FLOPs at 128×128×64 (:func:`flare_helpers.train.budget.vnet_flops`)
 and turns the run's steps into hours on a T4 from its published peak (65 TFLOP/s
 float16 tensor cores, 8.1 TFLOP/s float32) at the assumed sustained share
-(:data:`flare_helpers.budget.GPU_EFFICIENCY`), for batch 2 and 4 in both precisions,
+(:data:`flare_helpers.train.budget.GPU_EFFICIENCY`), for batch 2 and 4 in both precisions,
 beside nnU-Net's budget and the old default's (100 epochs of one patch per case).
 
     python bench/training_plan.py            # appends to BENCHMARKS.md
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from _report import bench_parser, dated_heading, environment, finish
 
-from flare_helpers.budget import GPU_EFFICIENCY, T4, plan_training, vnet_flops
 from flare_helpers.config import Config, load_config
+from flare_helpers.train.budget import GPU_EFFICIENCY, T4, plan_training, vnet_flops
 
 HEADING = "## Training budget and T4 time, planned (`bench/training_plan.py`)"
 INTRO = (

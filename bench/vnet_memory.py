@@ -106,8 +106,8 @@ def measure(shape: list[int], batch: int, precision: str, n_classes: int) -> dic
     import keras
 
     from flare_helpers.config import ModelConfig
-    from flare_helpers.losses import DiceCELoss
-    from flare_helpers.model import count_parameters, vnet_from_config
+    from flare_helpers.model.losses import DiceCELoss
+    from flare_helpers.model.vnet import count_parameters, vnet_from_config
 
     keras.backend.clear_session()
     dtype = None if precision == "float32" else precision

@@ -139,7 +139,7 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.synthetic import write_synthetic_zip, write_unlabelled
+        from flare_helpers.phantoms.synthetic import write_synthetic_zip, write_unlabelled
 
         shape = " × ".join(map(str, args.shape))
         family = {"family": args.family}
@@ -204,12 +204,12 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     _add_case_range(parser)
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.cases import discover_cases, discover_unlabelled
-        from flare_helpers.extract import extract_zip
-        from flare_helpers.nifti import describe_cases
+        from flare_helpers.data.cases import discover_cases, discover_unlabelled
+        from flare_helpers.data.extract import extract_zip
+        from flare_helpers.data.nifti import describe_cases
 
         if args.unlabelled:
-            from flare_helpers.unlabelled import extract_scans
+            from flare_helpers.data.unlabelled import extract_scans
 
             first, last = _case_range(args.case_range)
             target, source = extract_scans(
@@ -250,8 +250,8 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.config import load_config
-        from flare_helpers.preprocess import preprocess_dataset
-        from flare_helpers.pseudo_folder import pseudo_cases
+        from flare_helpers.data.pseudo_folder import pseudo_cases
+        from flare_helpers.preprocess.pipeline import preprocess_dataset
 
         cfg = load_config(args.config, args.overrides)
         workers = cfg.preprocess.workers if args.workers is None else args.workers
@@ -292,11 +292,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print_config(cfg)
             return
-        from flare_helpers.layout import RunLayout
-        from flare_helpers.lock import FolderLock
+        from flare_helpers.data.layout import RunLayout
+        from flare_helpers.data.lock import FolderLock
 
         FolderLock(RunLayout(cfg.train.output_dir).lock, "run folder").check()  # before Keras
-        from flare_helpers.runtime import describe_device
+        from flare_helpers.model.runtime import describe_device
         from flare_helpers.workflows.training import train
 
         print(describe_device())
@@ -356,7 +356,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.infer import load_predictor, plan_outputs, predict_files
+        from flare_helpers.infer.predict import load_predictor, plan_outputs, predict_files
 
         pairs = plan_outputs(args.input, args.output)
         overrides: dict = {"largest_component": False} if args.no_largest_component else {}
@@ -405,7 +405,7 @@ def pseudolabel_main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.config import load_config
-        from flare_helpers.pseudolabel import pseudolabel, teacher_settings
+        from flare_helpers.pseudolabel.teacher import pseudolabel, teacher_settings
 
         settings = (
             load_config(args.config, args.overrides).pseudo
@@ -442,7 +442,7 @@ def series_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.runner import run_series
+        from flare_helpers.series.runner import run_series
 
         out = run_series(args.profile, only=args.only)
         print(f"executed notebooks and parameters: {out}")
@@ -486,8 +486,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     )
 
     def body(args: argparse.Namespace) -> None:
-        from flare_helpers.evaluate import evaluate_model, score_prediction_dir, write_report
-        from flare_helpers.layout import RunLayout
+        from flare_helpers.data.layout import RunLayout
+        from flare_helpers.evaluate.evaluation import (
+            evaluate_model,
+            score_prediction_dir,
+            write_report,
+        )
 
         name = None
         if args.output is not None:

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import yaml
 
+from flare_helpers.data.fileio import write_text_atomic
+from flare_helpers.data.labels import DEFAULT_ORGANS, OrganSet
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import write_text_atomic
-from flare_helpers.labels import DEFAULT_ORGANS, OrganSet
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class PreprocessConfig:
 class AugmentConfig:
     """On-the-fly training augmentation (never applied to validation or test): nnU-Net's
     default training transforms, each with its published probability and range
-    (:mod:`flare_helpers.augment` says which default each one comes from).
+    (:mod:`flare_helpers.train.augment` says which default each one comes from).
 
     Intensities are on the cache's [0, 1] scale (the HU window). nnU-Net applies its
     noise and brightness to z-scored intensities (organ mean 0, std 1);
@@ -166,7 +166,7 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class LocalizerConfig:
-    """The organ localiser of spacing-mode runs (:mod:`flare_helpers.localize`).
+    """The organ localiser of spacing-mode runs (:mod:`flare_helpers.localize.localizer`).
 
     A small VNet on a coarse grid (``target_spacing`` mm) that sees the whole
     body crop in one or a few ``target_shape`` windows; at prediction its organ
@@ -194,8 +194,8 @@ class PseudoConfig:
     ``flare-pseudolabel`` keeps a case when its confidence is at least
     ``min_confidence`` and among the top ``keep_fraction`` of the predicted cases.
     A kept case is drawn ``sample_weight`` times as often as a labelled case in
-    training (:mod:`flare_helpers.pseudolabel`). ``confidence`` names the signals
-    whose product is a case's confidence (:mod:`flare_helpers.confidence`); ``tta``
+    training (:mod:`flare_helpers.pseudolabel.teacher`). ``confidence`` names the signals
+    whose product is a case's confidence (:mod:`flare_helpers.pseudolabel.confidence`); ``tta``
     the second, transformed prediction behind ``agreement`` and
     ``ignore_disagreement`` (voxels where the two differ are left out of training).
     A student replaces its teacher only if its mean DSC on the labelled validation

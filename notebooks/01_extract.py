@@ -69,7 +69,7 @@ synthetic_family = "ct"  # "ct": CT-like phantoms, CT-sized at any shape; "simpl
 # %%
 import pandas as pd
 
-from flare_helpers import cases, extract, nifti, series, synthetic
+from flare_helpers import data, phantoms, series
 
 paths = series.series_paths(work_dir, data_root)
 zip_file = series.zip_file(zip_path)
@@ -87,7 +87,7 @@ zip_file = series.zip_file(zip_path)
 
 # %%
 if synthetic_cases:
-    zip_file = synthetic.write_synthetic_zip(
+    zip_file = phantoms.write_synthetic_zip(
         zip_file.parent, synthetic_cases, synthetic_seed, synthetic_shape, family=synthetic_family
     )
 zip_file
@@ -99,7 +99,7 @@ zip_file
 # idempotent: running the cell again does nothing; an interrupted run is completed.
 
 # %%
-data_dir = extract.extract_zip(zip_file, paths.data_root)
+data_dir = data.extract_zip(zip_file, paths.data_root)
 data_dir
 
 # %% [markdown]
@@ -111,9 +111,9 @@ data_dir
 # for the network and writes results back in the file's own orientation.
 
 # %%
-found = cases.discover_cases(data_dir)
+found = data.discover_cases(data_dir)
 for path in found.unlabelled:
     print(f"no label for {path.name}: it can be predicted, not trained on")
 for path in found.orphan_labels:
     print(f"label {path.name} has no image: ignored")
-pd.DataFrame(nifti.describe_cases(found.cases))
+pd.DataFrame(data.describe_cases(found.cases))

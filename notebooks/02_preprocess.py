@@ -65,7 +65,7 @@ ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
 
 # %%
 # %matplotlib inline
-from flare_helpers import cases, config, examples, nifti, preprocess, series, viz
+from flare_helpers import config, data, preprocess, series, viz
 from flare_helpers.workflows import ceiling
 
 paths = series.series_paths(work_dir, data_root)
@@ -73,9 +73,9 @@ cfg = series.notebook_config(paths, config_path, overrides)
 config.print_config(cfg)
 
 # %%
-labelled = cases.discover_cases(paths.data_dir).labelled
+labelled = data.discover_cases(paths.data_dir).labelled
 shown = case_id or labelled[0].case_id
-image, label = nifti.load_case(next(c for c in labelled if c.case_id == shown))
+image, label = data.load_case(next(c for c in labelled if c.case_id == shown))
 print(f"{len(labelled)} labelled cases; mode {cfg.preprocess.mode}; showing {shown}")
 
 # %% [markdown]
@@ -106,7 +106,7 @@ viz.plot_preprocessing(image, label, cfg)
 # truth to the network grid exactly as training labels are made, maps it back to the CT
 # like a prediction, and scores it against itself (FLARE22 rules). No model trained with
 # these settings can beat these numbers; a real model lands below them. The table compares
-# your settings with the other mode on the first `ceiling_cases` cases.
+# your settings with the other mode on the first `ceiling_cases` data.
 
 # %%
 chosen = [case.case_id for case in labelled[:ceiling_cases]]
@@ -146,7 +146,7 @@ viz.plot_case(original.image, original.spacing, gt=original.gt, title=f"{shown} 
 # trained only on phantoms has to find these organs.
 
 # %%
-real = viz.case_loader(examples.real_ct_folder())(examples.REAL_CT_CASE)
+real = viz.case_loader(data.real_ct_folder())(data.REAL_CT_CASE)
 viz.plot_case(real.image, real.spacing, gt=real.gt, title="real CT (TotalSegmentator example)")
 # %% [markdown]
 # ## The same case as the network sees it

@@ -61,8 +61,8 @@ learning_rate = 0.001
 
 # %%
 # %matplotlib inline
-from flare_helpers import budget, config, labels, runtime, series, train, viz
-from flare_helpers.callbacks import gap_lines, generalisation_gap
+from flare_helpers import config, data, series, train, viz
+from flare_helpers.model import runtime
 from flare_helpers.workflows import training
 
 paths = series.series_paths(work_dir, data_root)
@@ -72,7 +72,7 @@ cfg = series.notebook_config(
     overrides,
     train={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
 )
-organs = labels.OrganSet.from_names(cfg.data.organs)
+organs = data.OrganSet.from_names(cfg.data.organs)
 config.print_config(cfg)
 print(runtime.describe_device())
 print("precision:", *runtime.resolve_mixed_precision(cfg.train.mixed_precision))
@@ -199,7 +199,7 @@ print(f"perfect prediction: {float(loss(y, y)):.3f}")
 
 # %%
 n_val = val_batches.n_samples if val_batches is not None else 0
-plan = budget.plan_training(cfg, len(run.splits["train"]), n_val)
+plan = train.plan_training(cfg, len(run.splits["train"]), n_val)
 print(plan.budget_line())
 print(plan.time_line())
 
@@ -247,4 +247,4 @@ viz.plot_training_curves(result.history_csv)
 # validation patches).
 
 # %%
-print(gap_lines(generalisation_gap(result.history_csv, organs.organs)))
+print(train.gap_lines(train.generalisation_gap(result.history_csv, organs.organs)))

@@ -132,7 +132,7 @@ viz.plot_case(
     arrays.spacing,
     gt=arrays.gt,
     pred=arrays.pred,
-    dice=viz.case_dice(arrays, result.organs),
+    dice=evaluate.case_dice(arrays.gt, arrays.pred, result.organs),
     title=worst,
 )
 

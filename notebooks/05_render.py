@@ -40,7 +40,7 @@ video_fps = 12
 
 # %%
 # %matplotlib inline
-from flare_helpers import series, viz
+from flare_helpers import evaluate, series, viz
 
 paths = series.series_paths(work_dir, data_root)
 data_dir = series.ensure_data(paths, series.zip_file(zip_path))
@@ -61,7 +61,7 @@ figure = viz.plot_case(
     arrays.spacing,
     gt=arrays.gt,
     pred=arrays.pred,
-    dice=viz.case_dice(arrays),
+    dice=evaluate.case_dice(arrays.gt, arrays.pred),
     title=shown,
 )
 viz.save_figure(figure, paths.render.slices(shown))

@@ -70,7 +70,7 @@ from pathlib import Path
 
 from IPython.display import display
 
-from flare_helpers import pseudolabel, series, splits, synthetic, viz
+from flare_helpers import data, phantoms, pseudolabel, series, viz
 from flare_helpers.workflows import pseudo_round, training
 
 paths = series.series_paths(work_dir, data_root)
@@ -82,7 +82,7 @@ cfg = series.notebook_config(
 )
 images = Path(series.resolve(unlabelled_path, "FLARE_UNLABELLED"))
 if synthetic_unlabelled:
-    images, _ = synthetic.write_unlabelled(
+    images, _ = phantoms.write_unlabelled(
         images.parent,
         synthetic_unlabelled,
         synthetic_seed,
@@ -201,7 +201,7 @@ print(f"the model to use: {winner}")
 # in notebook 04. Scores go to `work_dir/pseudo/evaluation/<model>/`.
 
 # %%
-test_cases = splits.read_splits(paths.run.splits)["test"]
+test_cases = data.read_splits(paths.run.splits)["test"]
 comparison = pseudo_round.compare_models(
     {"teacher": teacher, **students},
     paths.data_dir,

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from tiny_settings import TINY_MODEL, TINY_SPACING
 
-from flare_helpers.extract import extract_zip
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 
-REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
+REAL_CT = REAL_CT_DIR / "FLARE22Train"
 
 #: Tests sharing the one notebook-series run (test_runner.py's session fixture ``ci_series``).
 SERIES_TESTS = "tests/test_runner.py::test_series_"
@@ -84,10 +85,10 @@ def tiny_run(tmp_path_factory) -> Path:
     Untrained weights are enough wherever a test checks geometry, files or
     determinism rather than accuracy.
     """
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
-    from flare_helpers.fileio import write_json_atomic
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.data.fileio import write_json_atomic
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
 
     run = tmp_path_factory.mktemp("tiny_run")
     cfg = load_config(None, [*TINY_MODEL, f"train.output_dir={run}"])
@@ -104,9 +105,9 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_spacing_run(tmp_path_factory) -> Path:
     """Like ``tiny_run``, but the run's config says spacing mode (sliding windows)."""
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import load_config, save_config
-    from flare_helpers.train import build_and_compile, set_determinism
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile, set_determinism
 
     run = tmp_path_factory.mktemp("tiny_spacing_run")
     cfg = load_config(None, [*TINY_MODEL, *TINY_SPACING, f"train.output_dir={run}"])

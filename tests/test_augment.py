@@ -7,23 +7,22 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flare_helpers.augment import (
+from flare_helpers.config import AugmentConfig
+from flare_helpers.data.labels import DEFAULT_ORGANS, OrganSet, lr_swap_pairs
+from flare_helpers.errors import FlareError
+from flare_helpers.phantoms.synthetic import make_phantom
+from flare_helpers.preprocess.pipeline import window_to_unit
+from flare_helpers.train.augment import (
     adjust_intensity,
     augment_pair,
     augment_patch,
     bg_contrast,
     draw_params,
     gamma_retain_stats,
-    lr_swap_pairs,
     rotation_matrix,
     sampling_matrix,
     transformed_patch,
 )
-from flare_helpers.config import AugmentConfig
-from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, OrganSet
-from flare_helpers.preprocess import window_to_unit
-from flare_helpers.synthetic import make_phantom
 
 NONE = {f"{name}_probability": 0.0 for name in AugmentConfig().probabilities()}
 ALL = {f"{name}_probability": 1.0 for name in AugmentConfig().probabilities()}

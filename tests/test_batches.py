@@ -10,10 +10,10 @@ import pytest
 # Keras' own epoch loop (what fit() runs), to check the order seen through its worker pools.
 from keras.src.trainers.epoch_iterator import EpochIterator
 
-from flare_helpers.batches import FlareDataset
 from flare_helpers.config import AugmentConfig, load_config
 from flare_helpers.errors import FlareError
-from flare_helpers.preprocess import entry_dir, preprocess_dataset
+from flare_helpers.preprocess.pipeline import entry_dir, preprocess_dataset
+from flare_helpers.train.batches import FlareDataset
 
 SHAPE = (32, 32, 16)
 N_CLASSES = 5
@@ -177,7 +177,7 @@ def test_cache_reads_from_many_threads_at_once(cache, tmp_path, monkeypatch):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from flare_helpers.batches import _open
+    from flare_helpers.train.batches import _open
 
     parse, inside, most, guard = ast.literal_eval, [0], [0], threading.Lock()
 

@@ -48,10 +48,14 @@ def test_bench_script_imports_resolve(script):
 
 def test_a_stale_import_is_caught(tmp_path):
     stale = tmp_path / "stale.py"
-    stale.write_text("from flare_helpers.train import train\nfrom flare_helpers import nifti\n")
+    stale.write_text(
+        "from flare_helpers.train.loop import train\nfrom flare_helpers import nifti, data\n"
+    )
     assert _package_imports(stale) == [
-        (1, "flare_helpers.train", "train"),
+        (1, "flare_helpers.train.loop", "train"),
         (2, "flare_helpers", "nifti"),
+        (2, "flare_helpers", "data"),
     ]
-    assert not _resolves("flare_helpers.train", "train")
-    assert _resolves("flare_helpers", "nifti")
+    assert not _resolves("flare_helpers.train.loop", "train")
+    assert not _resolves("flare_helpers", "nifti")
+    assert _resolves("flare_helpers", "data")

@@ -10,10 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers import cases, extract, nifti
 from flare_helpers.cli import extract_main
+from flare_helpers.data import cases, extract, nifti
 from flare_helpers.errors import FlareError
-from flare_helpers.synthetic import case_files, make_phantom
+from flare_helpers.phantoms.synthetic import case_files, make_phantom
 
 
 def _zip_with(path: Path, members: dict[str, bytes]) -> Path:

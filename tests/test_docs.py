@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flare_helpers.docs import MAX_IMAGE_WIDTH, compress_image, main, publish_notebooks
 from flare_helpers.errors import FlareError
+from flare_helpers.series.docs import MAX_IMAGE_WIDTH, compress_image, main, publish_notebooks
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -296,7 +296,7 @@ def test_publish_drops_tensorflow_log_lines_only(tmp_path):
     executed = tmp_path / "executed"
     executed.mkdir()
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("import flare_helpers.train")
+    cell = nbformat.v4.new_code_cell("import flare_helpers.train.loop")
     stream = nbformat.v4.new_output
     cell.outputs = [
         stream("stream", name="stderr", text="\n".join(TF_LINES[:2]) + "\n"),

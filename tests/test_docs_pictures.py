@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
+from flare_helpers.data.labels import DEFAULT_ORGANS, ORGAN_COLORS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -14,10 +14,12 @@ import pytest
 from scipy import ndimage
 from test_metrics import OFFICIAL_TOLERANCE, official_flare22_scores
 
-from flare_helpers.cases import discover_cases
 from flare_helpers.cli import format_summary
+from flare_helpers.data.cases import discover_cases
+from flare_helpers.data.labels import FLARE22_IDS, ORGAN_COLORS
+from flare_helpers.data.nifti import load_label, save_like
 from flare_helpers.errors import FlareError
-from flare_helpers.evaluate import (
+from flare_helpers.evaluate.evaluation import (
     ALL_ORGANS,
     PER_CASE_COLUMNS,
     EvaluationResult,
@@ -26,9 +28,7 @@ from flare_helpers.evaluate import (
     summarize,
     write_report,
 )
-from flare_helpers.labels import FLARE22_IDS, ORGAN_COLORS
-from flare_helpers.nifti import load_label, save_like
-from flare_helpers.synthetic import reorient
+from flare_helpers.phantoms.synthetic import reorient
 
 LIVER = FLARE22_IDS["liver"]
 

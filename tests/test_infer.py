@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
-from flare_helpers import infer, preprocess
 from flare_helpers.cli import evaluate_main, predict_main
+from flare_helpers.data.nifti import load_image, load_label
 from flare_helpers.errors import FlareError
-from flare_helpers.metrics import dice
-from flare_helpers.nifti import load_image, load_label
-from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
-from flare_helpers.synthetic import make_phantom
+from flare_helpers.evaluate.metrics import dice
+from flare_helpers.infer import predict as infer
+from flare_helpers.phantoms.synthetic import make_phantom
+from flare_helpers.preprocess import pipeline as preprocess
+from flare_helpers.preprocess.resample import resize_nearest, resize_probabilities_argmax
 
 FLARE_IDS = {0, 1, 2, 3, 13}
 

@@ -25,13 +25,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers.cases import discover_cases
 from flare_helpers.config import load_config
+from flare_helpers.data.cases import discover_cases
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.fileio import is_temp_name
 from flare_helpers.errors import FlareError
-from flare_helpers.extract import extract_zip
-from flare_helpers.fileio import is_temp_name
-from flare_helpers.preprocess import preprocess_dataset
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
+from flare_helpers.preprocess.pipeline import preprocess_dataset
 
 SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
@@ -282,7 +282,7 @@ def test_interrupted_rebuild_leaves_no_manifest_vouching_for_mixed_entries(
 ):
     """Settings changed, rebuild killed after one entry: the old manifest must not survive,
     or training from the cache alone (data folder gone) would mix old and new entries."""
-    from flare_helpers import preprocess as pp
+    from flare_helpers.preprocess import pipeline as pp
 
     cache = tmp_path / "cache"
     before = load_config(None, [*SMALL, "preprocess.workers=1"])

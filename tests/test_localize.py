@@ -10,13 +10,14 @@ import pytest
 import yaml
 from tiny_settings import TINY_LOCALIZER, TINY_MODEL, TINY_SPACING
 
-from flare_helpers import infer, localize
 from flare_helpers.cli import predict_main
 from flare_helpers.config import load_config, load_run_config
+from flare_helpers.data.nifti import load_image, load_label
 from flare_helpers.errors import FlareError
-from flare_helpers.nifti import load_image, load_label
-from flare_helpers.runtime import resolve_precision
-from flare_helpers.sliding_window import WindowSum, sliding_window_probabilities, window_count
+from flare_helpers.infer import predict as infer
+from flare_helpers.localize import localizer as localize
+from flare_helpers.model.runtime import resolve_precision
+from flare_helpers.model.sliding_window import WindowSum, sliding_window_probabilities, window_count
 from flare_helpers.workflows import report
 
 PATCH = (16, 16, 8)
@@ -122,9 +123,9 @@ def _spacing_cfg(run: Path, *extra: str):
 @pytest.fixture(scope="module")
 def localized_run(tmp_path_factory, tiny_spacing_run) -> Path:
     """``tiny_spacing_run`` with an untrained tiny localiser and its settings."""
-    from flare_helpers.callbacks import save_model_atomic
     from flare_helpers.config import save_config
-    from flare_helpers.train import build_and_compile
+    from flare_helpers.train.callbacks import save_model_atomic
+    from flare_helpers.train.loop import build_and_compile
 
     run = Path(shutil.copytree(tiny_spacing_run, tmp_path_factory.mktemp("loc") / "run"))
     cfg = _spacing_cfg(run)
@@ -241,9 +242,9 @@ def test_the_figure_draws_the_crop_the_organ_boxes_and_their_union(localized_run
 
 @pytest.mark.slow
 def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic_data, tmp_path):
-    from flare_helpers.fileio import read_history
-    from flare_helpers.layout import RunLayout
-    from flare_helpers.splits import read_splits
+    from flare_helpers.data.fileio import read_history
+    from flare_helpers.data.layout import RunLayout
+    from flare_helpers.data.splits import read_splits
     from flare_helpers.workflows.training import open_run, train, train_localizer
 
     def localizer_alone(cfg):

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from tiny_settings import TINY_MODEL
 
-from flare_helpers import lock as lock_module
 from flare_helpers.config import load_config
+from flare_helpers.data import lock as lock_module
+from flare_helpers.data.fileio import read_history, read_json
+from flare_helpers.data.layout import CacheLayout, RunLayout
+from flare_helpers.data.lock import FolderLock, read_holder
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import read_history, read_json
-from flare_helpers.layout import CacheLayout, RunLayout
-from flare_helpers.lock import FolderLock, read_holder
-from flare_helpers.preprocess import preprocess_dataset
+from flare_helpers.preprocess.pipeline import preprocess_dataset
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -40,7 +40,7 @@ def _write_lock(path: Path, pid: int, host: str, heartbeat: float) -> None:
 def _holder_process(lock_path: Path) -> subprocess.Popen:
     """Another live process holding ``lock_path`` until its stdin closes."""
     code = (
-        "import sys; from flare_helpers.lock import FolderLock\n"
+        "import sys; from flare_helpers.data.lock import FolderLock\n"
         f"lock = FolderLock({str(lock_path)!r}, 'run folder').acquire()\n"
         "print('held', flush=True); sys.stdin.read(); lock.release()\n"
     )

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from flare_helpers.losses import DiceCELoss
-from flare_helpers.train_metrics import MeanOrganDice, OrganDice, training_metrics
+from flare_helpers.model.losses import DiceCELoss
+from flare_helpers.model.metrics import MeanOrganDice, OrganDice, training_metrics
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:

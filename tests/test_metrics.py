@@ -10,9 +10,9 @@ import pytest
 import surface_distance
 from scipy import ndimage
 
+from flare_helpers.data.labels import FLARE22_IDS
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import FLARE22_IDS
-from flare_helpers.metrics import (
+from flare_helpers.evaluate.metrics import (
     dice,
     hd95,
     normalized_surface_dice,
@@ -20,7 +20,7 @@ from flare_helpers.metrics import (
     score_case,
     volume_ml,
 )
-from flare_helpers.synthetic import make_phantom
+from flare_helpers.phantoms.synthetic import make_phantom
 
 ANISO = (0.8, 0.8, 3.0)  # in-plane 0.8 mm, slices 3 mm
 

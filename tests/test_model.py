@@ -14,9 +14,9 @@ import pytest
 
 from flare_helpers.config import ModelConfig
 from flare_helpers.errors import FlareError
-from flare_helpers.losses import DiceCELoss
-from flare_helpers.model import build_vnet, count_parameters, vnet_from_config
-from flare_helpers.train_metrics import training_metrics
+from flare_helpers.model.losses import DiceCELoss
+from flare_helpers.model.metrics import training_metrics
+from flare_helpers.model.vnet import build_vnet, count_parameters, vnet_from_config
 
 TINY = {"base_filters": 4, "depth": 2, "convs_per_stage": (1, 1, 1), "kernel_size": 3}
 
@@ -145,9 +145,9 @@ JAX_TRAINING = textwrap.dedent(
     import json
     import keras
     import numpy as np
-    from flare_helpers.train_metrics import training_metrics
-    from flare_helpers.losses import DiceCELoss
-    from flare_helpers.model import build_vnet
+    from flare_helpers.model.metrics import training_metrics
+    from flare_helpers.model.losses import DiceCELoss
+    from flare_helpers.model.vnet import build_vnet
 
     keras.utils.set_random_seed(0)
     model = build_vnet((16, 16, 16), 3, base_filters=4, depth=2, convs_per_stage=(1, 1, 1),

@@ -1,7 +1,7 @@
 """The CT-like phantom family (``flare-synth``'s default): sizes, HU, sides, files.
 
-The ranges asserted here are the calibrated ones of :mod:`flare_helpers.phantoms`
-and :mod:`flare_helpers.phantom_hu`; the real CT of ``tests/data/real_ct`` must
+The ranges asserted here are the calibrated ones of :mod:`flare_helpers.phantoms.ct`
+and :mod:`flare_helpers.phantoms.hu`; the real CT of ``flare_helpers/data/real_ct`` must
 fall inside them.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,12 +17,14 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from flare_helpers import examples, synthetic
 from flare_helpers.cli import synth_main
-from flare_helpers.phantom_hu import HU, PHASES
-from flare_helpers.phantoms import make_ct_phantom
+from flare_helpers.data import examples
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.phantoms import synthetic
+from flare_helpers.phantoms.ct import make_ct_phantom
+from flare_helpers.phantoms.hu import HU, PHASES
 
-REAL = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
+REAL = REAL_CT_DIR / "FLARE22Train"
 LIVER, RKID, SPLEEN, LKID = 1, 2, 3, 13
 SHAPE = (96, 96, 40)
 

@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flare_helpers import preprocess as pp
-from flare_helpers.cases import Case, discover_cases
 from flare_helpers.cli import preprocess_main
 from flare_helpers.config import load_config
+from flare_helpers.data.cases import Case, discover_cases
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.nifti import Geometry, Volume, load_case
+from flare_helpers.data.splits import load_or_make_splits, make_splits
 from flare_helpers.errors import FlareError
-from flare_helpers.extract import extract_zip
-from flare_helpers.nifti import Geometry, Volume, load_case
-from flare_helpers.resample import resize_linear, resize_nearest, resize_probabilities_argmax
-from flare_helpers.splits import load_or_make_splits, make_splits
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
+from flare_helpers.preprocess import pipeline as pp
+from flare_helpers.preprocess.resample import (
+    resize_linear,
+    resize_nearest,
+    resize_probabilities_argmax,
+)
 
 SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[32,32,16]", "preprocess.workers=1"]
 

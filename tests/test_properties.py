@@ -15,10 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from flare_helpers import nifti
-from flare_helpers.labels import FLARE22_IDS, OrganSet
-from flare_helpers.metrics import dice, hd95, normalized_surface_dice, score_case, volume_ml
-from flare_helpers.resample import resize_nearest, resize_probabilities_argmax
+from flare_helpers.data import nifti
+from flare_helpers.data.labels import FLARE22_IDS, OrganSet
+from flare_helpers.evaluate.metrics import (
+    dice,
+    hd95,
+    normalized_surface_dice,
+    score_case,
+    volume_ml,
+)
+from flare_helpers.preprocess.resample import resize_nearest, resize_probabilities_argmax
 
 FAST = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from flare_helpers.confidence import (
+from flare_helpers.data.labels import IGNORE, OrganSet, one_hot
+from flare_helpers.data.nifti import load_label
+from flare_helpers.pseudolabel.confidence import (
     AnatomyReference,
     TransformedModel,
     agreement_dice,
     case_confidence,
     organ_geometry,
 )
-from flare_helpers.labels import IGNORE, OrganSet, one_hot
-from flare_helpers.nifti import load_label
-from flare_helpers.pseudolabel import row_confidence
+from flare_helpers.pseudolabel.teacher import row_confidence
 from flare_helpers.workflows import pseudo_round
 
 

@@ -17,17 +17,21 @@ import numpy as np
 import pytest
 from tiny_settings import TINY_MODEL
 
-from flare_helpers import infer
 from flare_helpers.cli import extract_main, pseudolabel_main, synth_main
-from flare_helpers.confidence import ProbabilityRecorder, case_confidence, component_shares
 from flare_helpers.config import PseudoConfig, load_config
+from flare_helpers.data.fileio import is_temp_name, read_json
+from flare_helpers.data.pseudo_folder import pseudo_cases, read_rows
+from flare_helpers.data.unlabelled import list_scans
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import is_temp_name, read_json
-from flare_helpers.preprocess import preprocess_dataset
-from flare_helpers.pseudo_folder import pseudo_cases, read_rows
-from flare_helpers.pseudolabel import pseudolabel, select
-from flare_helpers.synthetic import write_unlabelled
-from flare_helpers.unlabelled import list_scans
+from flare_helpers.infer import predict as infer
+from flare_helpers.phantoms.synthetic import write_unlabelled
+from flare_helpers.preprocess.pipeline import preprocess_dataset
+from flare_helpers.pseudolabel.confidence import (
+    ProbabilityRecorder,
+    case_confidence,
+    component_shares,
+)
+from flare_helpers.pseudolabel.teacher import pseudolabel, select
 
 FLARE_IDS = {0, 1, 2, 3, 13}
 
@@ -235,7 +239,7 @@ def test_resume_after_sigkill(unlabelled, tiny_run, tmp_path):
 
 
 def test_pseudo_labelled_cases_only_ever_train(unlabelled, tiny_run, synthetic_copy, tmp_path):
-    from flare_helpers.train import make_datasets
+    from flare_helpers.train.loop import make_datasets
 
     zip_path, _ = unlabelled
     pseudo = tmp_path / "P"
@@ -280,7 +284,7 @@ def test_pseudo_labelled_cases_only_ever_train(unlabelled, tiny_run, synthetic_c
 
 
 def test_a_student_can_start_from_its_teacher(tiny_run):
-    from flare_helpers.train import build_and_compile, load_initial_weights
+    from flare_helpers.train.loop import build_and_compile, load_initial_weights
 
     cfg = load_config(None, [*TINY_MODEL, f"pseudo.init_from={tiny_run / 'best.keras'}"])
     student = build_and_compile(cfg, 5)

@@ -8,10 +8,10 @@ import math
 import keras
 import pytest
 
-from flare_helpers import budget
-from flare_helpers.callbacks import HistoryLog, ema_name, moving_average
 from flare_helpers.config import Config, ModelConfig, load_config
-from flare_helpers.runtime import resolve_mixed_precision
+from flare_helpers.model.runtime import resolve_mixed_precision
+from flare_helpers.train import budget
+from flare_helpers.train.callbacks import HistoryLog, ema_name, moving_average
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_precision_policy_per_device(setting, capabilities, policy):
 
 
 def test_auto_precision_here_is_float32_without_a_gpu(monkeypatch):
-    monkeypatch.setattr("flare_helpers.runtime.gpu_capabilities", lambda: [])
+    monkeypatch.setattr("flare_helpers.model.runtime.gpu_capabilities", lambda: [])
     assert resolve_mixed_precision("auto") == (
         "float32",
         "auto: no GPU (half precision only pays on GPU tensor cores)",
@@ -108,7 +108,7 @@ def test_seed_recipe_epoch_is_one_patch_per_case():
 
 
 def test_generalisation_gap_per_organ_from_the_history(tmp_path):
-    from flare_helpers.callbacks import gap_lines, generalisation_gap
+    from flare_helpers.train.callbacks import gap_lines, generalisation_gap
 
     path = tmp_path / "history.csv"
     path.write_text(

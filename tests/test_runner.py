@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from flare_helpers.errors import FlareError
-from flare_helpers.runner import PROFILE_DIR, run_series
+from flare_helpers.series.runner import PROFILE_DIR, run_series
 
 NOTEBOOK_NAMES = [
     "01_extract",
@@ -191,7 +191,7 @@ def test_series_notebooks_publish_for_the_docs(ci_series, tmp_path):
     import jupytext
     from PIL import Image
 
-    from flare_helpers.docs import publish_notebooks
+    from flare_helpers.series.docs import publish_notebooks
 
     _, executed = ci_series
     written = publish_notebooks(executed, tmp_path / "docs")
@@ -335,13 +335,13 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
     )
     assert installed.returncode == 0, installed.stderr[-1500:]
     probe = (
-        "from flare_helpers import runner\n"
+        "from flare_helpers.series import runner\n"
         "print(runner.NOTEBOOK_DIR)\n"
         "print(*[p.name for p in runner.notebooks()])\n"
         "print(sorted(runner.load_profile('ci')))\n"
         "from flare_helpers import config\n"
         "print(repr(config.documented_yaml()))\n"
-        "from flare_helpers import examples\n"
+        "from flare_helpers.data import examples\n"
         "print(examples.real_ct_folder())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -350,8 +350,11 @@ def test_a_wheel_install_finds_the_notebooks_and_profiles(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-1500:]
     folder, names, profile, documented, real_ct = done.stdout.splitlines()
-    # notebook 02's real CT ships as package data (Colab has no tests/data)
-    assert Path(real_ct) == site / "flare_helpers" / "real_ct" / "FLARE22Train"
+    # notebook 02's real CT ships as the data package's own files, nothing from tests/
+    assert Path(real_ct) == site / "flare_helpers" / "data" / "real_ct" / "FLARE22Train"
+    assert sorted(p.name for p in (Path(real_ct) / "images").iterdir()) == [
+        "FLARE22_Tr_9001_0000.nii.gz"
+    ]
     assert (Path(real_ct) / "labels" / "FLARE22_Tr_9001.nii.gz").stat().st_size > 10_000
     assert (Path(real_ct).parent / "LICENSE-TotalSegmentator.txt").is_file()
     # the settings' comments ship with the package (the repository's config.yaml is not)

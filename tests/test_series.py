@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flare_helpers import series
-from flare_helpers.cases import discover_cases
+from flare_helpers.data.cases import discover_cases
+from flare_helpers.data.layout import SeriesLayout
 from flare_helpers.errors import FlareError
-from flare_helpers.layout import SeriesLayout
+from flare_helpers.series import session as series
 
 
 def test_the_working_folder_layout():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from flare_helpers import infer
-from flare_helpers.nifti import load_image
-from flare_helpers.sliding_window import (
+from flare_helpers.data.nifti import load_image
+from flare_helpers.infer import predict as infer
+from flare_helpers.model.sliding_window import (
     gaussian_importance,
     mirrored,
     sliding_window_probabilities,

@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flare_helpers import preprocess as pp
-from flare_helpers.batches import FlareDataset
-from flare_helpers.cases import Case
 from flare_helpers.cli import evaluate_main, synth_main
 from flare_helpers.config import load_config
-from flare_helpers.extract import extract_zip
-from flare_helpers.labels import OrganSet
-from flare_helpers.metrics import score_case
-from flare_helpers.nifti import load_case
-from flare_helpers.patches import cut_patch, patch_start
-from flare_helpers.resample import shape_for_spacing
-from flare_helpers.synthetic import make_phantom, write_synthetic_zip
+from flare_helpers.data.cases import Case
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.labels import OrganSet
+from flare_helpers.data.nifti import load_case
+from flare_helpers.evaluate.metrics import score_case
+from flare_helpers.phantoms.synthetic import make_phantom, write_synthetic_zip
+from flare_helpers.preprocess import pipeline as pp
+from flare_helpers.preprocess.resample import shape_for_spacing
+from flare_helpers.train.batches import FlareDataset
+from flare_helpers.train.patches import cut_patch, patch_start
 from flare_helpers.workflows.ceiling import ceiling_labels, resolution_ceiling
 
 SPACING = [
@@ -237,7 +237,7 @@ def test_fov_data_set_zip(tmp_path):
 
 
 def test_compare_modes_and_against_ceiling_tables(synthetic_data):
-    from flare_helpers.evaluate import EvaluationResult
+    from flare_helpers.evaluate.evaluation import EvaluationResult
     from flare_helpers.workflows.ceiling import against_ceiling, compare_modes
 
     cfg = load_config(None, SPACING)
@@ -254,7 +254,7 @@ def test_compare_modes_and_against_ceiling_tables(synthetic_data):
 
 def test_notebook_training_parameters_are_the_only_way_in(tmp_path):
     from flare_helpers.errors import FlareError
-    from flare_helpers.series import notebook_config, series_paths
+    from flare_helpers.series.session import notebook_config, series_paths
 
     paths = series_paths(tmp_path / "work", tmp_path / "data")
     config = tmp_path / "c.yaml"

@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers import synthetic
 from flare_helpers.cli import synth_main
-from flare_helpers.labels import FLARE22_IDS
+from flare_helpers.data.labels import FLARE22_IDS
+from flare_helpers.phantoms import synthetic
 
 
 def _load(payload: bytes) -> nib.Nifti1Image:

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from tiny_settings import TINY_MODEL
 
-from flare_helpers.callbacks import latest_checkpoint, lr_schedule
 from flare_helpers.config import load_config
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.fileio import read_history
+from flare_helpers.data.layout import RunLayout
+from flare_helpers.data.splits import read_splits
 from flare_helpers.errors import FlareError
-from flare_helpers.extract import extract_zip
-from flare_helpers.fileio import read_history
-from flare_helpers.layout import RunLayout
-from flare_helpers.splits import read_splits
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
+from flare_helpers.train.callbacks import latest_checkpoint, lr_schedule
 from flare_helpers.workflows.training import train
 
 TINY_TRAIN = [*TINY_MODEL, "train.batch_size=2", "train.learning_rate=0.001", "train.workers=1"]
@@ -218,7 +218,7 @@ def learning_data(tmp_path_factory) -> Path:
 
 def _learn(data: Path, folder: Path, settings: list[str]) -> dict[str, float]:
     """Train with ``settings``, predict the held-out test split, return mean DSC per organ."""
-    from flare_helpers.evaluate import evaluate_model
+    from flare_helpers.evaluate.evaluation import evaluate_model
 
     cfg = load_config(
         None,
@@ -268,7 +268,7 @@ def test_spacing_mode_learns_ct_sized_bodies_from_patches(real_scale_data, tmp_p
     128 mm, about a third of the body's width, so most patches miss most organs and left
     and right are told apart by context alone. Held-out Dice >= 0.80, and the model chosen
     as best.keras finds every organ in every validation case (none predicted empty)."""
-    from flare_helpers.evaluate import evaluate_model
+    from flare_helpers.evaluate.evaluation import evaluate_model
 
     per_organ = _learn(real_scale_data, tmp_path, REAL_SCALE_LEARNING_SETTINGS)
     assert np.mean(list(per_organ.values())) >= 0.80
@@ -332,7 +332,7 @@ def test_time_limit_stops_at_an_epoch_end_and_a_rerun_goes_on(synthetic_data, tm
 
 
 def test_epoch_time_and_eta_lines():
-    from flare_helpers.callbacks import eta_line, format_duration
+    from flare_helpers.train.callbacks import eta_line, format_duration
 
     assert [format_duration(s) for s in (4.25, 42, 185, 7800)] == [
         "4.2 s",

@@ -18,13 +18,13 @@ import pytest
 from PIL import Image
 from test_viz import organ_pixels, read_mp4
 
-from flare_helpers import infer
 from flare_helpers.cli import visualize_main
+from flare_helpers.data.labels import DEFAULT_ORGANS, FLARE22_IDS
+from flare_helpers.data.nifti import load_label
+from flare_helpers.data.splits import select_cases
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, FLARE22_IDS
-from flare_helpers.metrics import dice
-from flare_helpers.nifti import load_label
-from flare_helpers.splits import select_cases
+from flare_helpers.evaluate.metrics import dice
+from flare_helpers.infer import predict as infer
 from flare_helpers.viz import plot_case
 from flare_helpers.viz.render3d import Turntable
 from flare_helpers.workflows import report

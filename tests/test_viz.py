@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -20,10 +19,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy import ndimage
 
+from flare_helpers.data.examples import REAL_CT_DIR
+from flare_helpers.data.labels import FLARE22_IDS, ORGAN_COLORS
+from flare_helpers.data.nifti import load_image, load_label
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import FLARE22_IDS, ORGAN_COLORS
-from flare_helpers.nifti import load_image, load_label
-from flare_helpers.synthetic import make_phantom
+from flare_helpers.phantoms.synthetic import make_phantom
 from flare_helpers.viz import (
     CaseArrays,
     interactive_3d,
@@ -160,7 +160,7 @@ def test_coronal_panel_has_physical_aspect(phantom, tmp_path):
     assert box.height / box.width == pytest.approx(expected, rel=0.03)
 
 
-REAL_CT = Path(__file__).parent / "data" / "real_ct" / "FLARE22Train"
+REAL_CT = REAL_CT_DIR / "FLARE22Train"
 FOUR_ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 
 

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-from flare_helpers.labels import ORGAN_COLORS
+from flare_helpers.data.labels import ORGAN_COLORS
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "runs" / "ci"

@@ -7,11 +7,11 @@ FLARE22 ids, and colours organs with ``labels.ORGAN_COLORS`` in 2D and 3D alike.
 predicts cases with a trained model and writes both pictures of each.
 """
 
-from flare_helpers.cases import predicted_cases
+from flare_helpers.data.cases import predicted_cases
 from flare_helpers.viz.curves import plot_training_curves
 from flare_helpers.viz.loaders import cached_case, case_loader
 from flare_helpers.viz.mesh import Mesh, organ_meshes
-from flare_helpers.viz.planes import CaseArrays, case_dice
+from flare_helpers.viz.planes import CaseArrays
 from flare_helpers.viz.render3d import render_rotation_video
 from flare_helpers.viz.scene3d import Scene3D, interactive_3d
 from flare_helpers.viz.slices import plot_case, save_figure
@@ -39,5 +39,4 @@ __all__ = [
     "save_figure",
     "slice_viewer",
     "video_html",
-    "case_dice",
 ]

@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from flare_helpers.fileio import read_history
-from flare_helpers.labels import DEFAULT_ORGANS, FLARE22_IDS, ORGAN_COLORS
+from flare_helpers.data.fileio import read_history
+from flare_helpers.data.labels import DEFAULT_ORGANS, FLARE22_IDS, ORGAN_COLORS
 from flare_helpers.viz.planes import display_name
 
 _DICE_COLUMN = re.compile(r"^(?:val_)?dice_(?P<organ>.+)$")

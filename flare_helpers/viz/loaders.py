@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flare_helpers.cases import Case, discover_cases, prediction_file
+from flare_helpers.data.cases import Case, discover_cases, prediction_file
+from flare_helpers.data.fileio import read_json
+from flare_helpers.data.labels import OrganSet
+from flare_helpers.data.layout import CacheLayout
+from flare_helpers.data.nifti import load_image, load_label
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import read_json
-from flare_helpers.labels import OrganSet
-from flare_helpers.layout import CacheLayout
-from flare_helpers.nifti import load_image, load_label
 from flare_helpers.viz.planes import CaseArrays
 
 

@@ -10,8 +10,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure
 
+from flare_helpers.data.labels import DEFAULT_ORGANS, ORGAN_COLORS
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
 from flare_helpers.viz.planes import organ_ids, organ_names
 
 #: Automatic coarsening keeps the meshed grid at about this many voxels.

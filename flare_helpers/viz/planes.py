@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flare_helpers.config import PreprocessConfig
+from flare_helpers.data.labels import ORGAN_COLORS, OrganSet
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS, OrganSet
-from flare_helpers.metrics import organ_dice
 
 #: Plane name → the RAS axis it is perpendicular to.
 PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -242,15 +241,3 @@ def _axis(plane: str) -> int:
         return PLANE_AXIS[plane]
     except KeyError:
         raise FlareError(f"unknown plane '{plane}'; choose one of {', '.join(PLANES)}") from None
-
-
-def case_dice(
-    arrays: CaseArrays, organs: Sequence[str] = DEFAULT_ORGANS
-) -> dict[str, float] | None:
-    """``{organ: DSC}`` of a loaded case on its own grid (FLARE22 rules), for a figure title.
-
-    None when the case has no ground truth or no prediction.
-    """
-    if arrays.gt is None or arrays.pred is None:
-        return None
-    return organ_dice(arrays.gt, arrays.pred, organs)

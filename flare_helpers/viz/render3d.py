@@ -23,8 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.std import tqdm
 
+from flare_helpers.data.labels import DEFAULT_ORGANS
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.mesh import MESH_MAX_VOXELS, Mesh, organ_meshes
 from flare_helpers.viz.planes import legend_handles, organ_names
 from flare_helpers.viz.video import write_video

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flare_helpers.data.labels import DEFAULT_ORGANS
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.display import in_colab, missing_extension_note
 from flare_helpers.viz.mesh import organ_meshes
 from flare_helpers.viz.planes import display_name

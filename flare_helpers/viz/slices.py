@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from flare_helpers.data.fileio import atomic_path
+from flare_helpers.data.labels import DEFAULT_ORGANS
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import atomic_path
-from flare_helpers.labels import DEFAULT_ORGANS
 from flare_helpers.viz.planes import (
     DEFAULT_ALPHA,
     DEFAULT_HU_WINDOW,

@@ -15,9 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from flare_helpers.config import Config
-from flare_helpers.labels import ORGAN_COLORS, OrganSet
-from flare_helpers.nifti import Volume
-from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_image, prepare_label
+from flare_helpers.data.labels import ORGAN_COLORS, OrganSet
+from flare_helpers.data.nifti import Volume
+from flare_helpers.preprocess.pipeline import (
+    PreprocessParams,
+    crop_box,
+    prepare_image,
+    prepare_label,
+)
 from flare_helpers.viz.planes import (
     PLANE_AXIS,
     legend_handles,
@@ -60,7 +65,7 @@ def plot_localizer_box(
 
     Args:
         image: the CT as loaded (canonical RAS, HU).
-        crop, region: from :func:`flare_helpers.infer.locate_on_ct` (CT voxels).
+        crop, region: from :func:`flare_helpers.infer.predict.locate_on_ct` (CT voxels).
         organs: training organs in class order (class k is ``organs[k - 1]``).
         plane: ``"coronal"`` (default), ``"axial"`` or ``"sagittal"``.
         title: figure title (default: what is drawn).

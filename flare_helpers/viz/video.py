@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from flare_helpers.data.fileio import atomic_path
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import atomic_path
 
 if TYPE_CHECKING:
     from IPython.display import HTML

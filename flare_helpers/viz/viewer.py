@@ -24,8 +24,8 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from flare_helpers.data.labels import DEFAULT_ORGANS, ORGAN_COLORS
 from flare_helpers.errors import FlareError
-from flare_helpers.labels import DEFAULT_ORGANS, ORGAN_COLORS
 from flare_helpers.viz.display import missing_extension_note, png_data_uri, show, widget_bundle
 from flare_helpers.viz.planes import (
     DEFAULT_ALPHA,

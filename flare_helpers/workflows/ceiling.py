@@ -5,9 +5,9 @@ A network predicts on its own grid (``resize``: the body crop squeezed into
 output is mapped back to the CT's grid. Even a network that is right on every
 one of its voxels loses the detail that grid cannot hold. The ceiling measures
 that loss: the ground truth is taken to the network grid exactly as training
-labels are (:func:`~flare_helpers.preprocess.prepare_label`), turned into
+labels are (:func:`~flare_helpers.preprocess.pipeline.prepare_label`), turned into
 certain probabilities (one-hot), and sent back through the inference mapping
-(:func:`~flare_helpers.infer.labels_from_probabilities`, largest-component step
+(:func:`~flare_helpers.infer.predict.labels_from_probabilities`, largest-component step
 included), then scored against the original labels with the FLARE22 rules.
 A trained model lands below this number; settings whose ceiling is low cap
 every model trained with them.
@@ -23,13 +23,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from flare_helpers.config import Config
-from flare_helpers.evaluate import PER_CASE_COLUMNS, EvaluationResult
-from flare_helpers.infer import labels_from_probabilities
-from flare_helpers.labels import NSD_TOLERANCE_MM, OrganSet, one_hot
-from flare_helpers.metrics import score_case
-from flare_helpers.nifti import Volume, load_case
-from flare_helpers.preprocess import PreprocessParams, crop_box, prepare_label
-from flare_helpers.splits import select_cases
+from flare_helpers.data.labels import NSD_TOLERANCE_MM, OrganSet, one_hot
+from flare_helpers.data.nifti import Volume, load_case
+from flare_helpers.data.splits import select_cases
+from flare_helpers.evaluate.evaluation import PER_CASE_COLUMNS, EvaluationResult
+from flare_helpers.evaluate.metrics import score_case
+from flare_helpers.infer.predict import labels_from_probabilities
+from flare_helpers.preprocess.pipeline import PreprocessParams, crop_box, prepare_label
 
 
 def ceiling_labels(image: Volume, label: Volume, cfg: Config) -> np.ndarray:

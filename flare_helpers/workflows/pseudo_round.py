@@ -1,11 +1,11 @@
 """Rounds of teacher → pseudo-labels → student, where a student must earn its place.
 
 The teacher (a trained run's ``best.keras``) pseudo-labels unlabelled scans
-(:func:`flare_helpers.pseudolabel.pseudolabel`); a student trains on the
+(:func:`flare_helpers.pseudolabel.teacher.pseudolabel`); a student trains on the
 labelled cases plus the kept pseudo-labelled ones
 (:func:`flare_helpers.workflows.training.train`, ``data.pseudo_dirs``). Then
 both are scored on the teacher run's labelled **validation** cases, whole
-cases with the sliding window (:func:`flare_helpers.evaluate.evaluate_model`),
+cases with the sliding window (:func:`flare_helpers.evaluate.evaluation.evaluate_model`),
 and the student replaces the teacher only if its mean DSC is at least
 ``pseudo.adopt_margin`` higher (:func:`adopt`); otherwise the teacher stays,
 and one line says so with both numbers. A next round starts from whichever
@@ -23,12 +23,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flare_helpers.config import Config
+from flare_helpers.data.layout import RunLayout
+from flare_helpers.data.splits import read_splits
 from flare_helpers.errors import FlareError
-from flare_helpers.evaluate import evaluate_model, write_report
-from flare_helpers.layout import RunLayout
-from flare_helpers.pseudolabel import PseudoResult, pseudolabel
-from flare_helpers.splits import read_splits
-from flare_helpers.train import TrainResult
+from flare_helpers.evaluate.evaluation import evaluate_model, write_report
+from flare_helpers.pseudolabel.teacher import PseudoResult, pseudolabel
+from flare_helpers.train.loop import TrainResult
 from flare_helpers.workflows import training
 
 

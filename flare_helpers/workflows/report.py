@@ -1,7 +1,7 @@
 """Result pictures of a trained model (a workflow: prediction, then the viz figures and video).
 
 For each chosen case the model predicts the CT onto its own grid through
-:mod:`flare_helpers.infer`, then three files are written into the output folder:
+:mod:`flare_helpers.infer.predict`, then three files are written into the output folder:
 
 - ``predictions/<case>.nii.gz``: FLARE22 ids, the CT's shape and affine;
 - ``<case>_slices.png``: :func:`~flare_helpers.viz.plot_case` (axial, coronal,
@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from flare_helpers.cases import discover_cases, visualize_paths
+from flare_helpers.data.cases import discover_cases, visualize_paths
+from flare_helpers.data.fileio import refuse_existing
+from flare_helpers.data.layout import RenderLayout
+from flare_helpers.data.nifti import load_image
+from flare_helpers.data.splits import select_cases
 from flare_helpers.errors import FlareError
-from flare_helpers.fileio import refuse_existing
-from flare_helpers.infer import load_predictor, locate_on_ct, predict_files
-from flare_helpers.layout import RenderLayout
-from flare_helpers.nifti import load_image
-from flare_helpers.splits import select_cases
+from flare_helpers.evaluate.metrics import case_dice
+from flare_helpers.infer.predict import load_predictor, locate_on_ct, predict_files
 from flare_helpers.viz.loaders import case_loader
-from flare_helpers.viz.planes import case_dice, organ_ids
+from flare_helpers.viz.planes import organ_ids
 from flare_helpers.viz.render3d import VIDEO_SIZE, render_rotation_video
 from flare_helpers.viz.slices import plot_case, save_figure
 from flare_helpers.viz.steps import plot_localizer_box
@@ -90,7 +91,7 @@ def visualize_cases(
     for case in tqdm(cases, desc="visualize", unit="case", disable=not progress):
         arrays = load_case(case.case_id)
         paths = planned[case.case_id]
-        dice = case_dice(arrays, organs)
+        dice = case_dice(arrays.gt, arrays.pred, organs)
         figure = plot_case(
             arrays.image,
             arrays.spacing,

@@ -2,8 +2,8 @@
 
 ``flare-train`` and notebook 03 run this. The run folder is opened once
 (:func:`open_run`: its lock, settings and split), and both networks train
-through the same loop (:func:`flare_helpers.train.train_network`) with their
-own files (:attr:`flare_helpers.layout.RunLayout.localizer`, ``.vnet``), so
+through the same loop (:func:`flare_helpers.train.loop.train_network`) with their
+own files (:attr:`flare_helpers.data.layout.RunLayout.localizer`, ``.vnet``), so
 resume, history, the best-model choice and the progress line behave the same
 for both. Running it again resumes where it stopped; a finished run is only
 reported.
@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from flare_helpers.config import Config
-from flare_helpers.layout import CacheLayout, RunLayout
-from flare_helpers.localize import build_coarse_cache, localizer_training_config
-from flare_helpers.preprocess import PreprocessParams, preprocess_dataset, read_manifest
-from flare_helpers.pseudo_folder import pseudo_cases
-from flare_helpers.splits import read_splits
-from flare_helpers.train import (
+from flare_helpers.data.layout import CacheLayout, RunLayout
+from flare_helpers.data.pseudo_folder import pseudo_cases
+from flare_helpers.data.splits import read_splits
+from flare_helpers.localize.localizer import build_coarse_cache, localizer_training_config
+from flare_helpers.preprocess.pipeline import PreprocessParams, preprocess_dataset, read_manifest
+from flare_helpers.train.loop import (
     RunFolder,
     TrainResult,
     open_run_folder,
@@ -51,7 +51,7 @@ def prepare_data(cfg: Config, *, progress: bool = True) -> dict[str, list[str]]:
 
 def open_run(cfg: Config, *, progress: bool = True) -> RunFolder:
     """Open ``train.output_dir`` for this run (its lock; see
-    :func:`flare_helpers.train.open_run_folder`), with :func:`prepare_data`."""
+    :func:`flare_helpers.train.loop.open_run_folder`), with :func:`prepare_data`."""
     return open_run_folder(cfg, lambda: prepare_data(cfg, progress=progress))
 
 

@@ -26,14 +26,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from flare_helpers import cases, extract, infer, nifti
 from flare_helpers.cli import evaluate_main, extract_main, predict_main, preprocess_main, train_main
 from flare_helpers.config import load_config, save_config
+from flare_helpers.data import cases, extract, nifti
+from flare_helpers.data.fileio import is_temp_name
 from flare_helpers.errors import FlareError
-from flare_helpers.evaluate import score_prediction_dir
-from flare_helpers.fileio import is_temp_name
-from flare_helpers.preprocess import entry_dir, preprocess_dataset
-from flare_helpers.synthetic import case_files
+from flare_helpers.evaluate.evaluation import score_prediction_dir
+from flare_helpers.infer import predict as infer
+from flare_helpers.phantoms.synthetic import case_files
+from flare_helpers.preprocess.pipeline import entry_dir, preprocess_dataset
 
 SMALL = ["preprocess.mode=resize", "preprocess.target_shape=[16,16,16]", "preprocess.workers=1"]
 CASE1, CASE2 = "FLARE22_Tr_0001", "FLARE22_Tr_0002"

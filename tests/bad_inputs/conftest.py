@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from bad_matrix import CASE1, Workspace
 
-from flare_helpers import extract, infer
-from flare_helpers.synthetic import write_synthetic_zip
+from flare_helpers.data import extract
+from flare_helpers.infer import predict as infer
+from flare_helpers.phantoms.synthetic import write_synthetic_zip
 
 # --------------------------------------------------------------------------- workspace
 

@@ -6,7 +6,7 @@ import bad_matrix as bm
 import pytest
 from bad_matrix import CASE1
 
-from flare_helpers import extract, nifti
+from flare_helpers.data import extract, nifti
 
 
 @pytest.mark.parametrize(("kind", "entry", "bad"), bm.matrix_for("extract"))

@@ -19,9 +19,10 @@ from bad_matrix import (
     hu_reference,
 )
 
-from flare_helpers import cases, infer, nifti
 from flare_helpers.config import load_config
-from flare_helpers.preprocess import PreprocessParams, prepare_image
+from flare_helpers.data import cases, nifti
+from flare_helpers.infer import predict as infer
+from flare_helpers.preprocess.pipeline import PreprocessParams, prepare_image
 
 
 @pytest.mark.parametrize(("kind", "entry", "bad"), bm.matrix_for("load"))

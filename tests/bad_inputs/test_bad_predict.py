@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from bad_matrix import Workspace
 
-from flare_helpers import cases, infer, nifti
-from flare_helpers.evaluate import score_prediction_dir
+from flare_helpers.data import cases, nifti
+from flare_helpers.evaluate.evaluation import score_prediction_dir
+from flare_helpers.infer import predict as infer
 
 
 @pytest.mark.parametrize(("kind", "entry", "bad"), bm.matrix_for("predict"))

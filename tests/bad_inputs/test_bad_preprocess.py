@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from bad_matrix import SMALL, encoded, hu_reference
 
-from flare_helpers import cases
 from flare_helpers.config import load_config
-from flare_helpers.preprocess import preprocess_dataset
+from flare_helpers.data import cases
+from flare_helpers.preprocess.pipeline import preprocess_dataset
 
 
 @pytest.mark.parametrize(("kind", "entry", "bad"), bm.matrix_for("preprocess"))

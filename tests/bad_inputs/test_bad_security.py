@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from bad_matrix import Workspace, lambda_model
 
-from flare_helpers import infer
 from flare_helpers.errors import FlareError
+from flare_helpers.infer import predict as infer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,7 @@ class _Exploit:
 
 
 def test_pickled_cache_array_is_refused_without_running_it(tmp_path):
-    from flare_helpers.batches import _open
+    from flare_helpers.train.batches import _open
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "image.npy"

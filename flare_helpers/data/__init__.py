@@ -1,0 +1,151 @@
+"""Files and facts under every stage: the FLARE22 zip, its cases and NIfTI volumes.
+
+Takes: ``FLARE22Train.zip`` (labelled or unlabelled) or an extracted folder.
+Gives: the case table (:class:`Case`), volumes read as float32 HU / integer labels with
+their affine and spacing (:mod:`.nifti`), the train/validation/test split, the label ids
+and organ colours (:mod:`.labels`), the file layout of caches and runs (:mod:`.layout`),
+atomic writes (:mod:`.fileio`), folder locks, the pseudo-label folder's layout and the
+real CT shipped with the package (:mod:`.examples`). Knows nothing of the network.
+"""
+
+from flare_helpers.data.cases import (
+    IMAGE_SUFFIX,
+    NIFTI_EXTENSIONS,
+    Case,
+    discover_cases,
+    discover_unlabelled,
+    image_case_id,
+    nifti_files,
+    predicted_cases,
+    prediction_file,
+    prediction_name,
+    prediction_path,
+    visualize_paths,
+)
+from flare_helpers.data.examples import REAL_CT_CASE, real_ct_folder
+from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.fileio import (
+    atomic_path,
+    is_temp_name,
+    read_history,
+    read_json,
+    refuse_existing,
+    remove_stale_temps,
+    remove_stale_temps_of,
+    write_json_atomic,
+    write_text_atomic,
+)
+from flare_helpers.data.labels import (
+    DEFAULT_ORGANS,
+    FLARE22_IDS,
+    FLARE22_LABELS,
+    IGNORE,
+    NSD_TOLERANCE_MM,
+    ORGAN_COLORS,
+    OrganSet,
+    lr_swap_pairs,
+    one_hot,
+)
+from flare_helpers.data.layout import (
+    DATASET_DIRNAME,
+    LOCK_NAME,
+    CacheLayout,
+    EvaluationLayout,
+    ModelFiles,
+    RenderLayout,
+    RunLayout,
+    SeriesLayout,
+)
+from flare_helpers.data.lock import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, FolderLock, read_holder
+from flare_helpers.data.nifti import (
+    AFFINE_TOLERANCE_MM,
+    Geometry,
+    Volume,
+    describe_cases,
+    load_case,
+    load_image,
+    load_label,
+    read_geometry,
+    save_like,
+)
+from flare_helpers.data.pseudo_folder import PseudoLayout, pseudo_cases, read_rows, write_rows
+from flare_helpers.data.splits import load_or_make_splits, make_splits, read_splits, select_cases
+from flare_helpers.data.unlabelled import (
+    Scan,
+    ScanSource,
+    copy_scan,
+    extract_scans,
+    list_scans,
+    scan_file,
+)
+
+__all__ = [
+    "AFFINE_TOLERANCE_MM",
+    "CacheLayout",
+    "Case",
+    "DATASET_DIRNAME",
+    "DEFAULT_ORGANS",
+    "EvaluationLayout",
+    "FLARE22_IDS",
+    "FLARE22_LABELS",
+    "FolderLock",
+    "Geometry",
+    "HEARTBEAT_SECONDS",
+    "IGNORE",
+    "IMAGE_SUFFIX",
+    "LOCK_NAME",
+    "ModelFiles",
+    "NIFTI_EXTENSIONS",
+    "NSD_TOLERANCE_MM",
+    "ORGAN_COLORS",
+    "OrganSet",
+    "PseudoLayout",
+    "REAL_CT_CASE",
+    "RenderLayout",
+    "RunLayout",
+    "STALE_AFTER_SECONDS",
+    "Scan",
+    "ScanSource",
+    "SeriesLayout",
+    "Volume",
+    "atomic_path",
+    "copy_scan",
+    "describe_cases",
+    "discover_cases",
+    "discover_unlabelled",
+    "extract_scans",
+    "extract_zip",
+    "image_case_id",
+    "is_temp_name",
+    "list_scans",
+    "load_case",
+    "load_image",
+    "load_label",
+    "load_or_make_splits",
+    "lr_swap_pairs",
+    "make_splits",
+    "nifti_files",
+    "one_hot",
+    "predicted_cases",
+    "prediction_file",
+    "prediction_name",
+    "prediction_path",
+    "pseudo_cases",
+    "read_geometry",
+    "read_history",
+    "read_holder",
+    "read_json",
+    "read_rows",
+    "read_splits",
+    "real_ct_folder",
+    "refuse_existing",
+    "remove_stale_temps",
+    "remove_stale_temps_of",
+    "save_like",
+    "scan_file",
+    "select_cases",
+    "visualize_paths",
+    "write_json_atomic",
+    "write_rows",
+    "write_text_atomic",
+]

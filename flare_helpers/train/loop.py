@@ -1,0 +1,565 @@
+"""The training loop: one for every network of the package (the VNet and the localiser).
+
+Given a config, a cache and the files one network writes in a run folder
+(:class:`flare_helpers.data.layout.ModelFiles`), it builds the network, streams
+batches from the cache, fits, and records each epoch atomically: the
+``history`` CSV, the best model by validation mean Dice, and a resume
+checkpoint. Running it again resumes from the newest checkpoint with the same
+optimizer state, shuffling order and augmentation draws; a finished network is
+not retrained.
+
+A run folder (``train.output_dir``, which may live on Google Drive) is opened
+once for all its networks (:func:`open_run_folder`): its lock, the resolved
+``config.yaml`` and the ``splits.json`` the models are trained with. How the
+cache gets filled is the caller's business (a function passed in); what
+trains in the folder, and in what order, is the workflow's
+(:mod:`flare_helpers.workflows.training`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from flare_helpers.config import Config, load_run_config, save_config
+from flare_helpers.data.fileio import read_json, write_json_atomic
+from flare_helpers.data.labels import OrganSet
+from flare_helpers.data.layout import ModelFiles, RunLayout
+from flare_helpers.data.lock import FolderLock
+from flare_helpers.data.splits import read_splits
+from flare_helpers.errors import FlareError, one_line
+from flare_helpers.model import runtime
+from flare_helpers.model.losses import DiceCELoss
+from flare_helpers.model.metrics import training_metrics
+from flare_helpers.model.modelfile import load_model_file
+from flare_helpers.model.vnet import vnet_from_config
+from flare_helpers.train import callbacks as cb
+from flare_helpers.train.batches import FlareDataset, weighted_training_cases
+
+#: Sections that must match to resume a run (the rest, e.g. epochs, may change).
+_FIXED_SECTIONS = ("data.organs", "preprocess", "model")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train_network` (the VNet's or the localiser's)."""
+
+    run_dir: Path
+    best_model: Path
+    history_csv: Path
+    epochs_completed: int
+    best_epoch: int
+    best_value: float
+    monitor: str
+    resumed_from: int
+    replicas: int = 1
+
+
+def _fixed_settings(cfg_dict: dict) -> dict:
+    return {
+        "data.organs": list(cfg_dict["data"]["organs"]),
+        "preprocess": cfg_dict["preprocess"],
+        "model": cfg_dict["model"],
+    }
+
+
+def _check_same_run(paths: RunLayout, cfg: Config) -> None:
+    """Refuse to mix a different model or preprocessing into an existing run folder."""
+    if not paths.config.exists():
+        return
+    old = _fixed_settings(load_run_config(paths.config).to_dict())
+    new = _fixed_settings(cfg.to_dict())
+    for key in _FIXED_SECTIONS:
+        if old[key] != new[key]:
+            raise FlareError(
+                f"holds a run with different {key} settings; set another train.output_dir "
+                "or delete this folder to start over",
+                paths.root,
+            )
+
+
+def _strategy(cfg: Config):
+    """Context in which to build and compile, for the configured distribution."""
+    name = cfg.train.distribution
+    if name == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if name in ("mirrored", "multi_worker"):
+        if backend != "tensorflow":
+            raise FlareError(
+                f"train.distribution={name} needs the TensorFlow backend (have {backend})"
+            )
+        import tensorflow as tf  # only the TensorFlow backend has these strategies
+
+        strategy = (
+            tf.distribute.MirroredStrategy()
+            if name == "mirrored"
+            else tf.distribute.MultiWorkerMirroredStrategy()
+        )
+        return strategy.scope()
+    if backend != "jax":
+        raise FlareError(f"train.distribution=data_parallel needs the JAX backend (have {backend})")
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return contextlib.nullcontext()
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; on TensorFlow optionally force deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # the TensorFlow backend only
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_loss(cfg: Config) -> keras.losses.Loss:
+    """Soft Dice + cross-entropy with the configured weights (``train.dice_weight`` …)."""
+    return DiceCELoss(
+        dice_weight=cfg.train.dice_weight,
+        ce_weight=cfg.train.ce_weight,
+        include_background=cfg.train.dice_include_background,
+        batch_dice=cfg.train.batch_dice,
+    )
+
+
+def build_and_compile(cfg: Config, n_classes: int) -> keras.Model:
+    """The configured VNet, compiled with Adam, Dice+CE and per-organ Dice metrics."""
+    precision = runtime.resolve_mixed_precision(cfg.train.mixed_precision)[0]
+    dtype = None if precision == "float32" else precision
+    model = vnet_from_config(cfg.model, cfg.preprocess.target_shape, n_classes, dtype=dtype)
+    optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    loss = make_loss(cfg)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=training_metrics(OrganSet.from_names(cfg.data.organs).organs),
+        jit_compile=cfg.train.jit_compile,
+    )
+    return model
+
+
+def make_datasets(cfg: Config, splits: dict[str, list[str]], *, initial_epoch: int = 0):
+    """Training and validation batches from the cache, as ``fit`` gets them.
+
+    ``resize`` mode serves whole cached volumes. ``spacing`` mode serves
+    ``preprocess.target_shape`` patches: random ones (``train.foreground_fraction``
+    of them centred on an organ) for training, and for validation one fixed patch
+    centred on each organ present in each validation case, the same every epoch,
+    so every organ of every case is scored. That validation is cheaper than a
+    sliding window over each whole case and keeps epochs comparable; it does not
+    see false positives far from the organs, which the held-out evaluation (whole
+    cases, sliding window) does.
+
+    Kept pseudo-labelled cases in the cache (``data.pseudo_dirs``) join training
+    only, each drawn ``pseudo.sample_weight`` times as often as a labelled case.
+
+    Returns:
+        ``(train, val)``; ``val`` is None when the split has no validation cases.
+    """
+    organs = OrganSet.from_names(cfg.data.organs)
+    common = {
+        "cache_dir": cfg.data.cache_dir,
+        "n_classes": organs.n_classes,
+        "organs": organs.organs,
+        "batch_size": cfg.train.batch_size,
+    }
+    if cfg.preprocess.mode == "spacing":
+        common["patch_shape"] = cfg.preprocess.target_shape
+        common["voxel_mm"] = cfg.preprocess.target_spacing
+    train_ids, weights = list(splits["train"]), None
+    if cfg.data.pseudo_dirs:
+        train_ids, weights = weighted_training_cases(
+            cfg.data.cache_dir, splits["train"], cfg.pseudo.sample_weight
+        )
+    train_data = FlareDataset(
+        case_ids=train_ids,
+        case_weights=weights,
+        augment=cfg.augment,
+        shuffle=True,
+        seed=cfg.train.seed,
+        epoch=initial_epoch,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        workers=cfg.train.workers,
+        use_multiprocessing=cfg.train.use_multiprocessing,
+        drop_remainder=cfg.train.distribution != "none",
+        foreground_fraction=cfg.train.foreground_fraction,
+        **common,
+    )
+    val_data = (
+        FlareDataset(
+            case_ids=splits["val"],
+            seed=cfg.train.seed,
+            organ_patches=True,
+            **common,
+        )
+        if splits["val"]
+        else None
+    )
+    return train_data, val_data
+
+
+@dataclass
+class RunFolder:
+    """A run folder opened by :func:`open_run_folder`; it holds the folder's lock.
+
+    Attributes:
+        layout: the run folder's files.
+        splits: the split its networks train on (the folder's copy once written).
+        finished: the saved summary of a run whose VNet is already trained to
+            ``train.epochs`` (then the data was not touched), else None.
+    """
+
+    layout: RunLayout
+    lock: FolderLock
+    splits: dict[str, list[str]]
+    finished: dict | None = None
+
+    def __str__(self) -> str:
+        if self.finished is not None:
+            return (
+                f"{self.layout.root}: already trained ({self.finished['epochs_completed']} epochs)"
+            )
+        parts = ", ".join(f"{name} {len(ids)}" for name, ids in self.splits.items())
+        return f"{self.layout.root}: split {parts}"
+
+    def close(self) -> None:
+        """Give the run folder's lock back."""
+        self.lock.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_run_folder(
+    cfg: Config, prepare_data: Callable[[], dict[str, list[str]]], *, what: str = "run folder"
+) -> RunFolder:
+    """Open ``train.output_dir`` for training: lock it, bring the data up to date, save settings.
+
+    Takes the folder's lock (a second writer is refused; see
+    :mod:`flare_helpers.data.lock`), refuses a folder holding a different model or
+    preprocessing, calls ``prepare_data`` (which fills the cache and returns its
+    split), and saves the resolved ``config.yaml`` and, once, the split: a resumed
+    run keeps the split it started with. A finished run is only reported.
+
+    Raises:
+        FlareError: the folder is in use or holds another run, ``prepare_data``'s
+            errors, or an empty training split.
+    """
+    layout = RunLayout(Path(cfg.train.output_dir))
+    lock = FolderLock(layout.lock, what).acquire()
+    try:
+        _check_same_run(layout, cfg)
+        done = layout.vnet.done
+        if done.exists() and read_json(done).get("epochs") == cfg.train.epochs:
+            splits = (
+                read_splits(layout.splits)
+                if layout.splits.exists()
+                else {name: [] for name in ("train", "val", "test")}
+            )
+            return RunFolder(layout, lock, splits, finished=read_json(done))
+        cache_splits = prepare_data()
+        splits = read_splits(layout.splits) if layout.splits.exists() else cache_splits
+        save_config(cfg, layout.config)
+        if not layout.splits.exists():
+            write_json_atomic(layout.splits, splits)
+        if not splits["train"]:
+            raise FlareError("the training split is empty", layout.splits)
+        return RunFolder(layout, lock, splits)
+    except BaseException:
+        lock.release()  # also removes the folder if the lock made it and nothing was written
+        raise
+
+
+@dataclass
+class TrainingRun:
+    """Where one network's training stands in its run folder (:func:`prepare_run`).
+
+    Attributes:
+        files: what this network writes (:attr:`RunLayout.vnet` or :attr:`RunLayout.localizer`).
+        splits: the split it trains on.
+        monitor: the metric that picks the best model (``ema_val_mean_dice``, the moving
+            average of the validation mean Dice, or ``ema_mean_dice`` of the training
+            Dice without validation cases).
+        initial_epoch: epochs already completed (the newest resume checkpoint).
+        epochs: where ``fit`` stops: ``train.epochs``, or ``initial_epoch`` when
+            there is nothing left to train (finished, or stopped early).
+        history: the history log, holding the rows of the completed epochs.
+        checkpoint: the resume checkpoint to restore, if any.
+        finished: the saved summary of a network already trained to ``train.epochs``.
+    """
+
+    files: ModelFiles
+    splits: dict[str, list[str]]
+    monitor: str
+    initial_epoch: int
+    epochs: int
+    history: cb.HistoryLog
+    checkpoint: Path | None = None
+    finished: dict | None = None
+    replicas: int = 1
+    time_limit: cb.TimeLimit | None = None
+
+    @property
+    def to_train(self) -> bool:
+        """Whether epochs are left to train."""
+        return self.finished is None and self.initial_epoch < self.epochs
+
+    def __str__(self) -> str:
+        name = self.files.best_model.name
+        if self.finished is not None:
+            return f"{name}: already trained ({self.finished['epochs_completed']} epochs)"
+        if self.initial_epoch >= self.epochs:
+            return f"{name}: stopped early at epoch {self.initial_epoch}"
+        start = "resuming" if self.initial_epoch else "starting"
+        return (
+            f"{name}: {start} at epoch {self.initial_epoch + 1} of {self.epochs}; "
+            f"best model by {self.monitor}"
+        )
+
+
+def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) -> TrainingRun:
+    """Where the network of ``files`` stands: finished, or the epoch and checkpoint to resume from.
+
+    ``cfg.train.epochs`` is this network's budget (the localiser's settings come in
+    as a config of their own, :func:`flare_helpers.localize.localizer.localizer_training_config`).
+    """
+    if files.done.exists() and read_json(files.done).get("epochs") == cfg.train.epochs:
+        done = read_json(files.done)
+        completed = int(done["epochs_completed"])
+        checkpoint = cb.latest_checkpoint(files.checkpoints)
+        return TrainingRun(
+            files,
+            splits,
+            str(done["monitor"]),
+            completed,
+            completed,
+            cb.HistoryLog(files.history, completed),
+            checkpoint[1] if checkpoint is not None else None,
+            finished=done,
+        )
+    monitor = cb.ema_name("val_mean_dice" if splits["val"] else "mean_dice")
+    latest = cb.latest_checkpoint(files.checkpoints)
+    initial_epoch = latest[0] if latest is not None else 0
+    history = cb.HistoryLog(files.history, initial_epoch, cfg.train.ema_smoothing)
+    more = initial_epoch < cfg.train.epochs and not _stopped_early(history, monitor, cfg)
+    return TrainingRun(
+        files,
+        splits,
+        monitor,
+        initial_epoch,
+        cfg.train.epochs if more else initial_epoch,
+        history,
+        latest[1] if latest is not None else None,
+    )
+
+
+def load_initial_weights(model: keras.Model, path: str | Path) -> None:
+    """Start ``model`` from the weights of another ``.keras`` file of the same architecture
+    (``pseudo.init_from``: a student fine-tuned from its teacher).
+
+    Raises:
+        FlareError: the file is bad or its architecture differs.
+    """
+    path = Path(path)
+    source = load_model_file(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise FlareError(
+            f"this model's architecture differs from model: ({one_line(exc)})", path
+        ) from exc
+
+
+def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
+    """The compiled network (:func:`build_and_compile`), restored from its newest checkpoint.
+
+    Seeds everything first (``train.seed``), builds under the configured
+    distribution, and loads weights and optimizer state of the last finished
+    epoch, so a resumed run goes on exactly where it stopped. A fresh network
+    starts from ``pseudo.init_from`` where set.
+
+    Raises:
+        FlareError: the checkpoint does not fit the model settings.
+    """
+    organs = OrganSet.from_names(cfg.data.organs)
+    keras.backend.clear_session()
+    set_determinism(cfg.train.seed, cfg.train.deterministic)
+    with _strategy(cfg):
+        model = build_and_compile(cfg, organs.n_classes)
+    run.replicas = _replicas(model)
+    _check_replicas(run.replicas, cfg, run.splits)
+    if run.checkpoint is None:
+        if cfg.pseudo.init_from:
+            load_initial_weights(model, cfg.pseudo.init_from)
+        return model
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(run.checkpoint)
+    except Exception as exc:
+        raise FlareError(
+            f"this checkpoint does not fit the model settings ({one_line(exc)}); delete "
+            f"{run.files.checkpoints.name}/ to train it again",
+            run.checkpoint,
+        ) from exc
+    return model
+
+
+def make_callbacks(
+    cfg: Config, run: TrainingRun, *, progress: bool = True
+) -> list[keras.callbacks.Callback]:
+    """What ``fit`` calls after each epoch, all of it written atomically into the run folder.
+
+    In order: the learning-rate schedule (if not constant), the history CSV, the
+    best model by ``run.monitor``, early stopping and TensorBoard (if set), the
+    time limit (if set), a progress bar with the time per epoch and an ETA (if
+    ``progress``), and last the resume checkpoint, which marks the epoch as done.
+    """
+    files, history = run.files, run.history
+    callbacks: list[keras.callbacks.Callback] = [history]
+    schedule = cb.lr_schedule(cfg.train.lr_schedule, cfg.train.learning_rate, cfg.train.epochs)
+    if schedule is not None:
+        callbacks.insert(0, cb.EpochScheduler(schedule))
+    callbacks.append(cb.BestCheckpoint(files.best_model, history, run.monitor))
+    if cfg.train.early_stopping_patience > 0:
+        callbacks.append(
+            cb.EarlyStopFromHistory(history, run.monitor, cfg.train.early_stopping_patience)
+        )
+    if cfg.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.tensorboard)))
+    run.time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
+    if cfg.train.time_limit_minutes > 0:
+        callbacks.append(run.time_limit)
+    if progress:
+        callbacks.append(cb.TqdmProgress(cfg.train.epochs))
+    callbacks.append(cb.ResumeCheckpoint(files.checkpoints))  # last: marks the epoch as done
+    return callbacks
+
+
+def fit(
+    model: keras.Model,
+    run: TrainingRun,
+    train_data: FlareDataset,
+    val_data: FlareDataset | None,
+    callbacks: list[keras.callbacks.Callback],
+    *,
+    progress: bool = True,
+) -> None:
+    """``model.fit`` from ``run.initial_epoch`` to ``run.epochs`` (nothing when none are left).
+
+    The dataset shuffles itself, reproducibly per epoch, so ``shuffle=False``.
+    """
+    if run.initial_epoch >= run.epochs:
+        return
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=run.epochs,
+        initial_epoch=run.initial_epoch,
+        shuffle=False,
+        callbacks=callbacks,
+        verbose=0 if progress else 2,
+    )
+
+
+def finish_run(cfg: Config, run: TrainingRun) -> TrainResult:
+    """Record the outcome (``files.done`` unless a time limit cut the run short) and return
+    where the model and history are.
+
+    Raises:
+        FlareError: the history holds no value of the monitored metric.
+    """
+    if run.finished is not None:
+        return _result(run.files, run.finished, resumed_from=-1)
+    history, monitor = run.history, run.monitor
+    best = history.best(monitor)
+    if best is None:
+        raise FlareError(f"training logged no '{monitor}' values", run.files.history)
+    summary = {
+        "replicas": run.replicas,
+        "epochs": cfg.train.epochs,
+        "epochs_completed": history.rows[-1]["epoch"] + 1,
+        "best_epoch": best[0] + 1,
+        "best_value": best[1],
+        "monitor": monitor,
+    }
+    stopped = run.time_limit is not None and run.time_limit.stopped
+    if not (stopped and summary["epochs_completed"] < cfg.train.epochs):
+        write_json_atomic(run.files.done, summary)  # a time-limited run resumes when rerun
+    return _result(run.files, summary, resumed_from=run.initial_epoch)
+
+
+def train_network(
+    cfg: Config, splits: dict[str, list[str]], files: ModelFiles, *, progress: bool = True
+) -> TrainResult:
+    """The one training loop: :func:`prepare_run`, :func:`build_or_restore`,
+    :func:`make_datasets`, :func:`make_callbacks`, :func:`fit`, :func:`finish_run`.
+
+    Trains (or resumes, or reports) the network ``cfg`` describes on the cache
+    ``cfg.data.cache_dir``, writing ``files``. The caller holds the run folder
+    (:func:`open_run_folder`).
+
+    Raises:
+        FlareError: no cache, a checkpoint that does not fit, or a distribution
+            setting the backend cannot do.
+    """
+    run = prepare_run(cfg, splits, files)
+    if run.to_train:
+        model = build_or_restore(cfg, run)
+        train_data, val_data = make_datasets(cfg, splits, initial_epoch=run.initial_epoch)
+        callbacks = make_callbacks(cfg, run, progress=progress)
+        fit(model, run, train_data, val_data, callbacks, progress=progress)
+    return finish_run(cfg, run)
+
+
+def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:
+    patience = cfg.train.early_stopping_patience
+    best = history.best(monitor)
+    return bool(patience and best is not None and history.rows[-1]["epoch"] - best[0] >= patience)
+
+
+def _check_replicas(replicas: int, cfg: Config, splits: dict[str, list[str]]) -> None:
+    """Every device needs a volume from the first batch (tf.distribute fails otherwise)."""
+    if replicas <= 1:
+        return
+    if cfg.train.batch_size < replicas:
+        raise FlareError(
+            f"train.batch_size {cfg.train.batch_size} is smaller than the {replicas} devices; "
+            f"use at least {replicas}"
+        )
+    if splits["val"] and len(splits["val"]) < replicas:
+        raise FlareError(
+            f"the validation split has {len(splits['val'])} case(s) for {replicas} devices; "
+            "raise data.val_fraction or set it to 0"
+        )
+
+
+def _replicas(model: keras.Model) -> int:
+    """Devices the model trained on in parallel (1 without a distribution)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(strategy.num_replicas_in_sync)
+    distribution = keras.distribution.distribution()
+    return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
+
+
+def _result(files: ModelFiles, summary: dict, resumed_from: int) -> TrainResult:
+    return TrainResult(
+        run_dir=files.best_model.parent,
+        best_model=files.best_model,
+        history_csv=files.history,
+        epochs_completed=int(summary["epochs_completed"]),
+        best_epoch=int(summary["best_epoch"]),
+        best_value=float(summary["best_value"]),
+        monitor=str(summary["monitor"]),
+        resumed_from=resumed_from,
+        replicas=int(summary.get("replicas", 1)),
+    )
