@@ -29,6 +29,7 @@ REPO = BENCH.parent
 GPU_SCRIPTS = frozenset({"gpu_vnet_vs_monai"})
 #: Toy-size arguments per script for ``--smoke`` (scripts not listed run with none).
 SMOKE_ARGS: dict[str, str] = {
+    "learning_checks": "--recipes resize",
     "input_pipeline": "--cases 2 --shape 64 64 32 --target 32 32 16 --epochs 1 --workers 1 "
     "--repeats 2",
     "vnet_memory": "--shape 32 32 16 --batches 1 --precisions float32",

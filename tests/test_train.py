@@ -16,12 +16,9 @@ import pytest
 from tiny_settings import TINY_MODEL
 
 from flare_helpers.config import load_config
-from flare_helpers.data.extract import extract_zip
 from flare_helpers.data.fileio import read_history
 from flare_helpers.data.layout import RunLayout
-from flare_helpers.data.splits import read_splits
 from flare_helpers.errors import FlareError
-from flare_helpers.phantoms.synthetic import write_synthetic_zip
 from flare_helpers.train.callbacks import latest_checkpoint, lr_schedule
 from flare_helpers.workflows.training import train
 
@@ -204,113 +201,6 @@ def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path
     )
     with pytest.raises(FlareError, match="needs the JAX backend"):
         train(cfg, progress=False)
-
-
-@pytest.fixture(scope="session")
-def learning_data(tmp_path_factory) -> Path:
-    """20 phantoms of 96×96×40 (seed 11), shared by the two learning tests."""
-    folder = tmp_path_factory.mktemp("learning")
-    zip_path = write_synthetic_zip(
-        folder, 20, seed=11, shape=(96, 96, 40), progress=False, family="simple"
-    )
-    return extract_zip(zip_path, folder / "data", progress=False)
-
-
-def _learn(data: Path, folder: Path, settings: list[str]) -> dict[str, float]:
-    """Train with ``settings``, predict the held-out test split, return mean DSC per organ."""
-    from flare_helpers.evaluate.evaluation import evaluate_model
-
-    cfg = load_config(
-        None,
-        [
-            f"data.data_dir={data}",
-            f"data.cache_dir={folder / 'cache'}",
-            f"train.output_dir={folder / 'run'}",
-            *settings,
-        ],
-    )
-    result = train(cfg, progress=False)
-    evaluation = evaluate_model(result.best_model, data, folder / "eval", progress=False)
-    assert len(evaluation.per_case["case"].unique()) == 4  # the test split, never trained on
-    per_organ = evaluation.per_case.groupby("organ")["dsc"].mean()
-    print("held-out Dice per organ:", per_organ.round(3).to_dict())
-    assert set(per_organ.index) == {"liver", "right_kidney", "left_kidney", "spleen"}
-    return per_organ.to_dict()
-
-
-@pytest.mark.slow
-def test_small_vnet_learns_the_phantom_organs(learning_data, tmp_path):
-    """Resize mode: mean organ Dice >= 0.80 on held-out phantoms, on their original grids."""
-    per_organ = _learn(learning_data, tmp_path, LEARNING_SETTINGS)
-    assert np.mean(list(per_organ.values())) >= 0.80
-
-
-@pytest.fixture(scope="session")
-def real_scale_data(tmp_path_factory) -> Path:
-    """20 phantoms at a real CT's physical size (seed 11): 96×96×32 voxels of 3.6–5.4 mm
-    in-plane and 7.5–15 mm slices, so bodies are 280–480 mm across and 240–480 mm long."""
-    folder = tmp_path_factory.mktemp("real_scale")
-    zip_path = write_synthetic_zip(
-        folder,
-        20,
-        seed=11,
-        shape=(96, 96, 32),
-        voxel_scale=(6, 6, 3),
-        progress=False,
-        family="simple",
-    )
-    return extract_zip(zip_path, folder / "data", progress=False)
-
-
-@pytest.mark.slow
-def test_spacing_mode_learns_ct_sized_bodies_from_patches(real_scale_data, tmp_path):
-    """Spacing mode at real physical scale: a 32×32×16 patch of the 4×4×8 mm grid covers
-    128 mm, about a third of the body's width, so most patches miss most organs and left
-    and right are told apart by context alone. Held-out Dice >= 0.80, and the model chosen
-    as best.keras finds every organ in every validation case (none predicted empty)."""
-    from flare_helpers.evaluate.evaluation import evaluate_model
-
-    per_organ = _learn(real_scale_data, tmp_path, REAL_SCALE_LEARNING_SETTINGS)
-    assert np.mean(list(per_organ.values())) >= 0.80
-    val_ids = read_splits(tmp_path / "run" / "splits.json")["val"]
-    validation = evaluate_model(
-        tmp_path / "run" / "best.keras", real_scale_data, tmp_path / "val", which=val_ids
-    ).per_case
-    assert len(validation) == 4 * 2  # 2 validation cases, every organ present in each
-    assert validation["dsc"].min() > 0, validation
-
-
-#: The learning test's settings: a small VNet that learns the phantoms in a few CPU minutes.
-LEARNING_SETTINGS = [
-    "preprocess.mode=resize",
-    "preprocess.target_shape=[48,48,32]",
-    "preprocess.workers=1",
-    "model.base_filters=8",
-    "model.depth=3",
-    "model.convs_per_stage=[1,2,2,2]",
-    "model.kernel_size=3",
-    "augment.enabled=false",
-    "train.batch_size=2",
-    "train.learning_rate=0.002",
-    "train.lr_schedule=constant",
-    "train.steps_per_epoch=0",
-    "train.epochs=18",
-    "train.seed=3",
-]
-
-#: Spacing mode at real physical scale (``real_scale_data``): the same light VNet on
-#: 32×32×16 patches of a 4×4×8 mm grid (cases are about 60–120 × 50–90 × 30–60 voxels),
-#: with the defaults of spacing mode (batch Dice, instance normalisation, one validation
-#: patch per organ). The localiser has tests of its own.
-REAL_SCALE_LEARNING_SETTINGS = [
-    *(s for s in LEARNING_SETTINGS if not s.startswith(("preprocess.mode", "preprocess.target"))),
-    "preprocess.mode=spacing",
-    "preprocess.target_spacing=[4.0,4.0,8.0]",
-    "preprocess.target_shape=[32,32,16]",
-    "train.steps_per_epoch=14",  # 2 patches per training case (14 cases), batch 2
-    "train.epochs=60",
-    "localizer.enabled=false",
-]
 
 
 def test_time_limit_stops_at_an_epoch_end_and_a_rerun_goes_on(synthetic_data, tmp_path):
