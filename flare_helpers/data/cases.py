@@ -18,6 +18,26 @@ IMAGE_SUFFIX = "_0000"
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 
+def labelled_case_id(number: int) -> str:
+    """FLARE22's id of labelled case ``number``: 1 → ``FLARE22_Tr_0001``."""
+    return f"FLARE22_Tr_{number:04d}"
+
+
+def unlabelled_case_id(number: int) -> str:
+    """FLARE22's id of unlabelled scan ``number``: 1 → ``Case_00001``."""
+    return f"Case_{number:05d}"
+
+
+def image_name(case_id: str) -> str:
+    """A case's CT file name: ``<case>_0000.nii.gz``."""
+    return f"{case_id}{IMAGE_SUFFIX}{NIFTI_EXTENSIONS[0]}"
+
+
+def label_name(case_id: str) -> str:
+    """A case's label (or prediction) file name: ``<case>.nii.gz``."""
+    return f"{case_id}{NIFTI_EXTENSIONS[0]}"
+
+
 @dataclass(frozen=True)
 class Case:
     """One training case: its id, image file and (optional) label file."""

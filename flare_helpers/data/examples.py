@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flare_helpers.data.cases import image_name
 from flare_helpers.errors import FlareError
 
 REAL_CT_CASE = "FLARE22_Tr_9001"
@@ -21,6 +22,6 @@ REAL_CT_DIR = Path(__file__).resolve().parent / "real_ct"
 def real_ct_folder() -> Path:
     """The FLARE22-layout folder holding the real CT ``FLARE22_Tr_9001`` (package data)."""
     folder = REAL_CT_DIR / "FLARE22Train"
-    if not (folder / "images" / f"{REAL_CT_CASE}_0000.nii.gz").is_file():
+    if not (folder / "images" / image_name(REAL_CT_CASE)).is_file():
         raise FlareError("the example real CT is missing from this installation", folder)
     return folder

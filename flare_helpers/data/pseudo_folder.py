@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare_helpers.data.cases import Case, discover_cases, prediction_path
+from flare_helpers.data.cases import Case, discover_cases, image_name, prediction_path
 from flare_helpers.data.fileio import write_text_atomic
 from flare_helpers.errors import FlareError
 
@@ -67,7 +67,7 @@ class PseudoLayout:
         return self.root / _SCRATCH
 
     def image(self, case_id: str) -> Path:
-        return self.images / f"{case_id}_0000.nii.gz"
+        return self.images / image_name(case_id)
 
     def label(self, case_id: str) -> Path:
         return prediction_path(self.labels, case_id)

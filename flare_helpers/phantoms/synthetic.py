@@ -35,15 +35,17 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from tqdm.auto import tqdm
 
+from flare_helpers.data.cases import image_name, label_name, labelled_case_id, unlabelled_case_id
 from flare_helpers.data.fileio import atomic_path
 from flare_helpers.data.labels import FLARE22_IDS
+from flare_helpers.data.layout import DATASET_DIRNAME
 from flare_helpers.errors import FlareError
 from flare_helpers.phantoms.ct import make_ct_phantom
 
 #: Orientations cycled through by case number; the first case is LPS (DICOM order).
 ORIENTATIONS: tuple[str, ...] = ("LPS", "RAS", "LAS", "RPI", "LPS", "RAS")
 DEFAULT_SHAPE: tuple[int, int, int] = (64, 64, 32)
-ZIP_ROOT = "FLARE22Train"
+ZIP_ROOT = DATASET_DIRNAME
 #: Phantom families: ``ct`` (CT-like, the default) and ``simple`` (ellipsoids, fast).
 FAMILIES: tuple[str, ...] = ("ct", "simple")
 DEFAULT_FAMILY = "ct"
@@ -354,10 +356,10 @@ def case_files(
     axcodes = ORIENTATIONS[(case_number - 1) % len(ORIENTATIONS)]
     image_o, affine_o = reorient(image, affine, axcodes)
     labels_o, _ = reorient(labels, affine, axcodes)
-    stem = f"FLARE22_Tr_{case_number:04d}"
+    case_id = labelled_case_id(case_number)
     return {
-        f"{ZIP_ROOT}/images/{stem}_0000.nii.gz": _nifti_bytes(image_o, affine_o),
-        f"{ZIP_ROOT}/labels/{stem}.nii.gz": _nifti_bytes(labels_o, affine_o),
+        f"{ZIP_ROOT}/images/{image_name(case_id)}": _nifti_bytes(image_o, affine_o),
+        f"{ZIP_ROOT}/labels/{label_name(case_id)}": _nifti_bytes(labels_o, affine_o),
     }
 
 
@@ -404,8 +406,8 @@ def write_unlabelled(
         for k in tqdm(range(1, n_cases + 1), desc="unlabelled cases", disable=not progress):
             case = UNLABELLED_OFFSET + k
             files = list(case_files(seed, case, shape, fov, family=family).values())
-            _add_member(archive, f"{name}/Case_{k:05d}_0000.nii.gz", files[0])
-            with atomic_path(truth / f"Case_{k:05d}.nii.gz") as label_tmp:
+            _add_member(archive, f"{name}/{image_name(unlabelled_case_id(k))}", files[0])
+            with atomic_path(truth / label_name(unlabelled_case_id(k))) as label_tmp:
                 label_tmp.write_bytes(files[1])
     return dest, truth
 
