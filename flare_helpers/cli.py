@@ -271,7 +271,12 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-train [--config config.yaml] [--print-config] [section.key=value …]``."""
+    """``flare-train [--config config.yaml] [--print-config] [section.key=value …]``.
+
+    Prints the plan measured on this device before training (``plan.json``). A run
+    that ``train.time_limit_minutes`` ended exits 0 with a line saying so and which
+    model it leaves; Ctrl-C or SIGTERM saves ``last.keras`` first and exits 130.
+    """
     parser = _parser(
         "flare-train", "Train the VNet as configured; rerunning the same command resumes."
     )
@@ -297,14 +302,22 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
         FolderLock(RunLayout(cfg.train.output_dir).lock, "run folder").check()  # before Keras
         from flare_helpers.model.runtime import describe_device
+        from flare_helpers.train.budget import format_duration
         from flare_helpers.workflows.training import train
 
         print(describe_device())
-        result = train(cfg)
+        result = train(cfg)  # prints the measured plan, and what a time limit ended
         if result.resumed_from < 0:
             print(f"{result.run_dir} is already trained ({result.epochs_completed} epochs)")
         elif result.resumed_from > 0:
             print(f"resumed at epoch {result.resumed_from + 1}")
+        if result.stopped_by:
+            print(
+                f"flare-train: the {result.stopped_by} "
+                f"({format_duration(result.time_limit_seconds)}) ended this run; "
+                f"history: {result.history_csv}; run the same command again to go on"
+            )
+            return
         print(
             f"best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch}; "
             f"model: {result.best_model}; history: {result.history_csv}"
@@ -432,7 +445,7 @@ def pseudolabel_main(argv: Sequence[str] | None = None) -> int:
 
 
 def series_main(argv: Sequence[str] | None = None) -> int:
-    """``flare-series --profile ci|demo|colab|FILE [--only 01 03 …]``."""
+    """``flare-series --profile ci|demo|colab|FILE [--only 01 03 …] [--fresh-runtimes]``."""
     parser = _parser(
         "flare-series", "Run the notebooks 01 → 06 in order through papermill with a profile."
     )
@@ -440,11 +453,17 @@ def series_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="*", default=[], help="notebook prefixes to run, e.g. 01 02"
     )
+    parser.add_argument(
+        "--fresh-runtimes",
+        action="store_true",
+        help="run each notebook with a new, empty data_root, as Colab runs each notebook in "
+        "its own runtime (only work_dir and the zip are shared)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         from flare_helpers.series.runner import run_series
 
-        out = run_series(args.profile, only=args.only)
+        out = run_series(args.profile, only=args.only, fresh_runtimes=args.fresh_runtimes)
         print(f"executed notebooks and parameters: {out}")
         print(f"outputs (model, metrics, figures, video): {out.parent}")
 

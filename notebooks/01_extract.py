@@ -31,8 +31,8 @@
 # **In Colab**, put `FLARE22Train.zip` in your Google Drive (`MyDrive/`); the next cell
 # installs `flare_helpers` and mounts Drive. The data are extracted to the runtime's local
 # disk (fast), while everything the series produces goes to `work_dir` on Drive. A new
-# runtime (after a disconnect) loses the extracted data; notebooks 04 and 05 extract the zip
-# again when they need it.
+# runtime (each notebook opened from its badge, or after a disconnect) starts without the
+# extracted data; notebooks 02, 04, 05 and 06 extract the zip again when they need it.
 #
 # **No data yet?** Set `synthetic_cases` to e.g. `10` to generate phantom CTs in the same
 # layout and run the whole series on them.

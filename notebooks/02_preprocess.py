@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:  # Colab only: add what the runtime lacks, mou
 # %% tags=["parameters"]
 data_root = "/content/data"  # holds FLARE22Train/ (from notebook 01)
 work_dir = "/content/drive/MyDrive/flare-vnet"  # cache, model and results
+zip_path = "/content/drive/MyDrive/FLARE22Train.zip"  # re-extracted if a new runtime lost the data
 config_path = ""  # optional settings YAML like config.yaml (empty: defaults)
 overrides = []  # extra settings as strings, see the note above
 workers = 0  # preprocessing processes (0: one per CPU core)
@@ -58,7 +59,9 @@ ceiling_cases = 5  # cases scored for the resolution ceiling (0: skip it)
 # ## Settings and data
 #
 # The paths come from the parameters above (or the `FLARE_WORK_DIR` and `FLARE_DATA_ROOT`
-# environment variables), the rest from the settings. Below, every setting with its
+# environment variables), the rest from the settings. The CTs live on the runtime's local
+# disk: a new runtime (this notebook opened from its badge, or after a disconnect) gets them
+# extracted again from the zip on Drive, as notebook 01 does. Below, every setting with its
 # comment; a value the parameters or `overrides` changed ends with its default. The text
 # is valid YAML: save it as a file, edit it, and pass it as `config_path` (or to
 # `flare-train --config`).
@@ -69,11 +72,12 @@ from flare_helpers import config, data, preprocess, series, viz
 from flare_helpers.workflows import ceiling
 
 paths = series.series_paths(work_dir, data_root)
+data_dir = series.ensure_data(paths, series.zip_file(zip_path))
 cfg = series.notebook_config(paths, config_path, overrides)
 config.print_config(cfg)
 
 # %%
-labelled = data.discover_cases(paths.data_dir).labelled
+labelled = data.discover_cases(data_dir).labelled
 shown = case_id or labelled[0].case_id
 image, label = data.load_case(next(c for c in labelled if c.case_id == shown))
 print(f"{len(labelled)} labelled cases; mode {cfg.preprocess.mode}; showing {shown}")
@@ -110,7 +114,7 @@ viz.plot_preprocessing(image, label, cfg)
 
 # %%
 chosen = [case.case_id for case in labelled[:ceiling_cases]]
-ceiling.compare_modes(paths.data_dir, cfg, chosen).round(3) if chosen else "skipped"
+ceiling.compare_modes(data_dir, cfg, chosen).round(3) if chosen else "skipped"
 
 # %% [markdown]
 # ## Fill the cache
@@ -120,7 +124,7 @@ ceiling.compare_modes(paths.data_dir, cfg, chosen).round(3) if chosen else "skip
 # records the spacing statistics of the data set and the cache's size on disk.
 
 # %%
-summary = preprocess.preprocess_dataset(paths.data_dir, paths.cache_dir, cfg, workers=workers)
+summary = preprocess.preprocess_dataset(data_dir, paths.cache_dir, cfg, workers=workers)
 print(summary)
 print(preprocess.read_manifest(paths.cache_dir)["statistics"])
 
@@ -132,7 +136,7 @@ print(preprocess.read_manifest(paths.cache_dir)["statistics"])
 # proportions from the voxel spacing.
 
 # %%
-load_case = viz.case_loader(paths.data_dir)
+load_case = viz.case_loader(data_dir)
 original = load_case(shown)
 viz.plot_case(original.image, original.spacing, gt=original.gt, title=f"{shown} (original grid)")
 

@@ -2,7 +2,7 @@
 # # 03 · Train the VNet
 #
 # This notebook shows what the network is given, builds the VNet and its loss in plain
-# sight, states the budget, the time and the memory it needs, then trains it with Adam.
+# sight, measures on this device the time and the memory it needs, then trains it with Adam.
 # Everything goes to the run folder `work_dir/model` (on
 # Drive in Colab): the best model by validation mean Dice, a checkpoint after every epoch,
 # and the metric history. **If the runtime disconnects, run this notebook again: training
@@ -87,6 +87,13 @@ print("precision:", *runtime.resolve_mixed_precision(cfg.train.mixed_precision))
 # settings and the split are saved beside the model. If the folder already holds
 # finished epochs, training resumes after the last one.
 #
+# **Time limit**: `train.time_limit_minutes` (0: none) bounds everything from here on, the
+# localiser and the VNet together, counted from when the folder is open. It is checked
+# after every training step, so even a long epoch ends within a minute (or 5 %) of it;
+# an epoch it cuts is not recorded (running again repeats it from the last checkpoint),
+# but the weights are saved as `last.keras`, and if nothing was validated yet the network
+# is validated once so that a `best.keras` exists. Ctrl-C and SIGTERM save `last.keras` too.
+#
 # Two networks train in this folder, one after the other, through the same training loop:
 # the organ localiser and the VNet. Each has its own files (`localizer.keras`,
 # `best.keras`, their histories and resume checkpoints), and `train.prepare_run` says
@@ -94,7 +101,7 @@ print("precision:", *runtime.resolve_mixed_precision(cfg.train.mixed_precision))
 
 # %%
 folder = training.open_run(cfg)
-run = train.prepare_run(cfg, folder.splits, folder.layout.vnet)
+run = train.prepare_run(cfg, folder.splits, folder.layout.vnet, deadline=folder.deadline)
 print(folder)
 print(run)
 
@@ -129,12 +136,13 @@ viz.plot_batch(x, y, organs.organs)
 # below) first learns the organs on a coarse 6 mm grid, where one 64³ window sees the whole
 # body crop. At prediction it runs
 # once per CT, and the main network's windows then cover only its organ box plus 20 mm
-# (notebook 04 draws it). It trains in a small share of the run's time on the same cache,
-# resampled to 6 mm, with its own checkpoints (rerun to resume) and validation Dice.
+# (notebook 04 draws it). It trains on the same cache, resampled to 6 mm, with its own
+# checkpoints (rerun to resume), validation Dice and measured plan, in at most
+# `localizer.time_share` (15 %) of the time limit; the VNet gets what remains.
 # Resize-mode runs need no localiser: one pass already covers the whole body.
 
 # %%
-localizer = training.train_localizer(cfg, folder.splits)
+localizer = training.train_localizer(cfg, folder.splits, deadline=folder.deadline)
 if localizer is None:
     print("no localiser in this run (resize mode, or localizer.enabled: false)")
 else:
@@ -186,22 +194,33 @@ print(f"network now: {float(loss(y, model(x))):.3f}")
 print(f"perfect prediction: {float(loss(y, y)):.3f}")
 
 # %% [markdown]
-# ## Budget, time and memory
+# ## The plan, measured on this device
+#
+# Before training, `measure_plan` trains the VNet for a few real steps on this runtime's
+# device (`train.plan_steps`, after one warm-up step that builds the training function;
+# compiling is paid there once, training reuses it), validates once and saves the model
+# once, each timed. Then every model and optimiser variable is put back as it was, so the
+# weights after training are the same as without the plan. From those times it predicts
+# an epoch (its steps, its validation, its saves) and the whole run of `epochs`, and shows
+# the peak memory (host RSS; GPU where there is one). When the prediction passes the time
+# limit or a free Colab session (about 12 h), it says so and which settings would fit,
+# before the long work starts. It is written to `plan.json` in the run folder; after
+# training, the time training really took is added to it.
 #
 # An epoch is `train.steps_per_epoch` steps (nnU-Net's 250) of `batch_size` patches,
-# whatever the number of cases, so the budget below does not shrink with a small data set.
-# The time is estimated from the network's floating-point operations and the T4's
-# published throughput (65 TFLOP/s float16, 8.1 float32), assuming 10% of it is sustained
-# on these 3D convolutions; the progress line after the first epoch replaces it with the
-# measured time. Memory: XLA's buffer plan of one training step of the default VNet
-# (instance normalisation, 128×128×64) is 4.3 GiB at batch 2 in mixed_float16 (5.1 GiB in
-# float32, 7.5 and 9.1 GiB at batch 4), well inside a T4's 15 GiB.
+# whatever the number of cases, so the budget does not shrink with a small data set. The
+# last line is no measurement: an estimate for a Colab T4 from the network's
+# floating-point operations, assuming 10 % of the T4's published float16 peak is sustained
+# on these 3D convolutions. Memory on a T4 (XLA's buffer plan of one training step of the
+# default VNet, instance normalisation, 128×128×64): 4.3 GiB at batch 2 in mixed_float16
+# (5.1 GiB in float32, 7.5 and 9.1 GiB at batch 4), well inside its 15 GiB.
 
 # %%
+plan = train.measure_plan(cfg, run, model, train_batches)
 n_val = val_batches.n_samples if val_batches is not None else 0
-plan = train.plan_training(cfg, len(run.splits["train"]), n_val)
-print(plan.budget_line())
-print(plan.time_line())
+estimate = train.plan_training(cfg, len(run.splits["train"]), n_val)
+print(estimate.budget_line())
+print(estimate.time_line())
 
 # %% [markdown]
 # ## Train
@@ -211,8 +230,8 @@ print(plan.time_line())
 # Dice over the organs (`best.keras`, background excluded; as nnU-Net's EMA pseudo-Dice,
 # `0.9 × previous + 0.1 × this epoch`, so one lucky epoch on a few validation cases does
 # not pick the model) and a resume checkpoint with the optimiser state.
-# One progress bar per epoch, then a line with the epoch's time and an estimate of the
-# time left. In spacing mode validation scores one fixed patch centred on each organ of
+# One progress bar per epoch, then a line with the epoch's time and the time left,
+# predicted from the measured step times and never past the time limit. In spacing mode validation scores one fixed patch centred on each organ of
 # each validation case, the same every epoch, so every organ is seen and scores compare
 # across epochs; the mean Dice that picks `best.keras` leaves out an organ that is neither
 # in the validation labels nor predicted, so a network that predicts nothing never wins.
@@ -228,8 +247,15 @@ callbacks = train.make_callbacks(cfg, run)
 train.fit(model, run, train_batches, val_batches, callbacks)
 result = train.finish_run(cfg, run)
 folder.close()
-print(f"best {result.monitor} = {result.best_value:.3f} at epoch {result.best_epoch}")
-print(f"model: {result.best_model.relative_to(paths.work_dir)}")
+if plan is not None:
+    took, predicted = (train.format_duration(t) for t in (result.fit_seconds, plan.left_seconds))
+    print(f"training took {took}; the plan predicted {predicted} for the epochs it had left")
+if result.stopped_by:  # the time limit: rerun this notebook to go on
+    print(result.stop_line())
+    print(result.model_line())
+else:
+    print(f"best {result.monitor} = {result.best_value:.3f} at epoch {result.best_epoch}")
+    print(f"model: {result.best_model.relative_to(paths.work_dir)}")
 
 # %% [markdown]
 # ## Learning curves
@@ -239,7 +265,10 @@ print(f"model: {result.best_model.relative_to(paths.work_dir)}")
 # learning the training cases by heart.
 
 # %%
-viz.plot_training_curves(result.history_csv)
+if result.epochs_completed:
+    viz.plot_training_curves(result.history_csv)
+else:
+    print("no epoch finished yet: no curves")
 
 # %% [markdown]
 # The generalisation gap per organ, averaged over the last five epochs (the training Dice
@@ -247,4 +276,5 @@ viz.plot_training_curves(result.history_csv)
 # validation patches).
 
 # %%
-print(train.gap_lines(train.generalisation_gap(result.history_csv, organs.organs)))
+if result.epochs_completed:
+    print(train.gap_lines(train.generalisation_gap(result.history_csv, organs.organs)))

@@ -48,7 +48,8 @@ cases = "test"  # test: the held-out split of the run; all: every labelled case
 # The CTs live on the runtime's local disk, which a new runtime (after a disconnect) no
 # longer has: if they are missing, they are extracted again from the zip on Drive (a few
 # minutes, with a progress bar), as notebook 01 does. The model and its settings come from
-# the run folder of notebook 03.
+# the run folder of notebook 03 (on Drive). Each line below says what came back and from
+# where; a missing one stops with the notebook to run first.
 
 # %%
 # %matplotlib inline
@@ -57,8 +58,9 @@ from flare_helpers.workflows import ceiling, report
 
 paths = series.series_paths(work_dir, data_root)
 data_dir = series.ensure_data(paths, series.zip_file(zip_path))
+model_path = series.ensure_model(paths)
 run_cfg = config.load_run_config(paths.run.config)
-print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
+print(f"model {model_path}: {run_cfg.preprocess.mode} mode")
 
 # %% [markdown]
 # ## Predict and score
@@ -69,7 +71,7 @@ print(f"model {paths.model_path}: {run_cfg.preprocess.mode} mode")
 # %%
 timing = []
 result = evaluate.evaluate_model(
-    paths.model_path, data_dir, paths.evaluation_dir, which=cases, reports=timing
+    model_path, data_dir, paths.evaluation_dir, which=cases, reports=timing
 )
 written = evaluate.write_report(result, paths.evaluation_dir)
 written
@@ -145,4 +147,4 @@ viz.plot_case(
 # shown alone.
 
 # %%
-report.localizer_figure(paths.model_path, data_dir, worst)
+report.localizer_figure(model_path, data_dir, worst)

@@ -36,7 +36,8 @@ video_fps = 12
 
 # %% [markdown]
 # The CTs are read from the runtime's local disk; a new runtime gets them extracted again
-# from the zip on Drive (as in notebook 04). The predictions are notebook 04's.
+# from the zip on Drive (as in notebook 04). The predictions are notebook 04's and the
+# training curves notebook 03's, both on Drive.
 
 # %%
 # %matplotlib inline
@@ -44,7 +45,8 @@ from flare_helpers import evaluate, series, viz
 
 paths = series.series_paths(work_dir, data_root)
 data_dir = series.ensure_data(paths, series.zip_file(zip_path))
-predicted = viz.predicted_cases(paths.predictions_dir)
+series.ensure_model(paths)
+predicted = series.ensure_predictions(paths)
 shown = case_id or predicted[0]
 load_case = viz.case_loader(data_dir, paths.predictions_dir)
 arrays = load_case(shown)

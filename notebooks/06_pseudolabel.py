@@ -19,12 +19,18 @@
 # finished CTs, epochs and rounds are skipped. The scans are read from their zip one at a
 # time, so the 250 GB set never lands on the runtime's disk.
 #
-# **Settings**: `epochs`, `batch_size` and `learning_rate` are the student's; the confidence
+# **Settings**: `epochs`, `batch_size`, `learning_rate` and `time_limit_minutes` are the
+# student's (the limit stops it after the epoch that passes it; run again to go on); the confidence
 # (`pseudo.confidence`, `pseudo.tta`), the selection (`pseudo.min_confidence`,
 # `pseudo.keep_fraction`), the ignored voxels (`pseudo.ignore_disagreement`), how often a
 # pseudo-labelled case is drawn against a labelled one (`pseudo.sample_weight`) and the
 # adoption margin (`pseudo.adopt_margin`) come from `config.yaml`, `config_path` and
-# `overrides`, as in notebooks 02 and 03.
+# `overrides`, as in notebooks 02 and 03. The student reuses the teacher's organ localiser
+# unless `overrides` says `pseudo.retrain_localizer=true`.
+#
+# **A fresh runtime** (this notebook opened from its badge) has none of the extracted CTs:
+# they come back from the zip on Drive, as in notebook 04; the cache (notebook 02) and the
+# teacher (notebook 03) are read from `work_dir`. Each line below says what came back.
 
 
 # %%
@@ -50,6 +56,7 @@ if "google.colab" in sys.modules:  # Colab only: add what the runtime lacks, mou
 # %% tags=["parameters"]
 data_root = "/content/data"
 work_dir = "/content/drive/MyDrive/flare-vnet"
+zip_path = "/content/drive/MyDrive/FLARE22Train.zip"  # re-extracted if a new runtime lost the data
 unlabelled_path = "/content/drive/MyDrive/FLARE_UnlabeledCase1-1000.zip"  # zip or folder
 n_cases = 200  # unlabelled scans to pseudo-label, from the first (0: all of them)
 synthetic_unlabelled = 0  # > 0: write this many phantom scans beside unlabelled_path first
@@ -61,6 +68,7 @@ overrides = []  # the same overrides as in 02 and 03, plus any pseudo.* settings
 epochs = 100
 batch_size = 4
 learning_rate = 0.0001
+time_limit_minutes = 0.0  # stop the student after the epoch that passes this (0: no limit)
 student_from_teacher = False  # True: start the student from the teacher's weights
 rounds = 1  # 2: the winner of round 1 pseudo-labels again and teaches a second student
 
@@ -71,14 +79,22 @@ from pathlib import Path
 from IPython.display import display
 
 from flare_helpers import data, phantoms, pseudolabel, series, viz
-from flare_helpers.workflows import pseudo_round, training
+from flare_helpers.workflows import pseudo_round
 
 paths = series.series_paths(work_dir, data_root)
+data_dir = series.ensure_data(paths, series.zip_file(zip_path))
+series.ensure_cache(paths)
+teacher = series.ensure_model(paths)
 cfg = series.notebook_config(
     paths,
     config_path,
     overrides,
-    train={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
+    train={
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "time_limit_minutes": time_limit_minutes,
+    },
 )
 images = Path(series.resolve(unlabelled_path, "FLARE_UNLABELLED"))
 if synthetic_unlabelled:
@@ -89,7 +105,6 @@ if synthetic_unlabelled:
         synthetic_shape,
         family=synthetic_family,
     )
-teacher = paths.model_path
 first = pseudo_round.round_paths(paths.work_dir, 1)
 print(f"teacher {teacher}; unlabelled scans {images}")
 
@@ -112,7 +127,9 @@ print(f"teacher {teacher}; unlabelled scans {images}")
 # top `pseudo.keep_fraction` of the cases. A CT that cannot be read is skipped with its
 # reason. Kept cases land in the FLARE22 layout (`images/`, `labels/`) below
 # `work_dir/pseudo/round1/pseudolabels`, every prediction in `predictions/`, and the scores
-# in `confidence.csv`.
+# in `confidence.csv`. The table below leaves out a signal measured for no case (`anatomy`
+# unless `pseudo.confidence` names it: it needs the labelled cases' organs, and the default
+# confidence is `agreement` alone); `confidence.csv` keeps its empty column.
 
 # %%
 labelled = pseudolabel.pseudolabel(teacher, images, first.pseudo_dir, cfg.pseudo, max_cases=n_cases)
@@ -148,10 +165,14 @@ for case_id in pseudolabel.best_and_worst(table):
 # `manifest.json`); the split of the labelled cases does not change. A pseudo-labelled case
 # is drawn `pseudo.sample_weight` times as often as a labelled one. With
 # `student_from_teacher` the student starts from the teacher's weights (else from scratch).
-# Its run folder is `work_dir/pseudo/round1/student`; training resumes like notebook 03's.
+# Its run folder is `work_dir/pseudo/round1/student`; training resumes like notebook 03's,
+# and stops after the epoch that passes `time_limit_minutes` (run again to go on). The
+# organ localiser only finds the organs' box, which pseudo-labels do not teach it better:
+# the student gets a copy of the teacher's `localizer.keras` and trains only the VNet
+# (`pseudo.retrain_localizer=true` trains its own).
 
 # %%
-trained = training.train(pseudo_round.student_config(cfg, teacher, first, student_from_teacher))
+trained = pseudo_round.train_student(cfg, teacher, first, from_teacher=student_from_teacher)
 print(f"student: best {trained.monitor} = {trained.best_value:.3f} at epoch {trained.best_epoch}")
 
 # %% [markdown]
@@ -167,7 +188,7 @@ print(f"student: best {trained.monitor} = {trained.best_value:.3f} at epoch {tra
 adoption = pseudo_round.adopt(
     teacher,
     trained.best_model,
-    paths.data_dir,
+    data_dir,
     pseudo_round.validation_cases(teacher),
     first.root / "adoption",
     cfg.pseudo.adopt_margin,
@@ -204,7 +225,7 @@ print(f"the model to use: {winner}")
 test_cases = data.read_splits(paths.run.splits)["test"]
 comparison = pseudo_round.compare_models(
     {"teacher": teacher, **students},
-    paths.data_dir,
+    data_dir,
     paths.work_dir / "pseudo" / "evaluation",
     test_cases,
 )

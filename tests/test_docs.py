@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from PIL import Image
 
 from flare_helpers.errors import FlareError
 from flare_helpers.series.docs import MAX_IMAGE_WIDTH, compress_image, main, publish_notebooks
+from flare_helpers.series.runner import RUN_RECORD, describe_machine, record_run
+from flare_helpers.series.session import format_seconds
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -247,11 +250,13 @@ def _executed_notebook(folder: Path, root: Path, work: Path) -> Path:
         "output_path": f"{work}/notebooks/01_a.ipynb",
         "parameters": {"work_dir": str(work)},
         "environment_variables": {},
+        "start_time": "2026-12-03T14:02:05.123456+00:00",
         "duration": 1.5,
         "version": "2.7.0",
     }
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / "01_a.ipynb")
+    record_run(folder, "01_a", profile="demo", machine="Test CPU (2 CPU cores), no GPU")
     return folder / "01_a.ipynb"
 
 
@@ -261,15 +266,20 @@ def test_publish_makes_machine_paths_relative_and_drops_papermill_paths(tmp_path
     _executed_notebook(work / "notebooks", root, work)
     (written,) = publish_notebooks(work / "notebooks", tmp_path / "docs", root=root)
     after = nbformat.read(written, as_version=4)
-    assert after.cells[0].source == '# Parameters\nwork_dir = "runs/demo"\n'
-    assert after.cells[1].outputs[0].data == {
+    assert after.cells[0].metadata.tags == ["flare-run"]  # how it ran (the next test)
+    assert after.cells[1].source == '# Parameters\nwork_dir = "runs/demo"\n'
+    assert after.cells[2].outputs[0].data == {
         "text/plain": "PosixPath('runs/demo/FLARE22Train.zip')"
     }
-    assert after.cells[2].outputs[0].text == (
+    assert after.cells[3].outputs[0].text == (
         "model: runs/demo/model/best.keras\ncache runs/demo/cache: 6 cases\n"
         "weights from ~/.keras/models/x.h5; stays in runs/demo\n"
     )
-    assert after.metadata.papermill == {"duration": 1.5, "version": "2.7.0"}
+    assert after.metadata.papermill == {
+        "start_time": "2026-12-03T14:02:05.123456+00:00",
+        "duration": 1.5,
+        "version": "2.7.0",
+    }
     assert list(_texts(after)) == list(_texts(nbformat.read(written, as_version=4)))
     # Publishing a published notebook changes nothing; one run elsewhere (no checkout
     # above the working folder) shows paths relative to its working folder.
@@ -278,7 +288,7 @@ def test_publish_makes_machine_paths_relative_and_drops_papermill_paths(tmp_path
     elsewhere = tmp_path / "scratch" / "demo"
     _executed_notebook(elsewhere / "notebooks", tmp_path / "other", elsewhere)
     (moved,) = publish_notebooks(elsewhere / "notebooks", tmp_path / "docs2", root=root)
-    text = nbformat.read(moved, as_version=4).cells[2].outputs[0].text
+    text = nbformat.read(moved, as_version=4).cells[3].outputs[0].text
     assert text.splitlines()[:2] == ["model: model/best.keras", "cache cache: 6 cases"]
 
 
@@ -290,6 +300,92 @@ def test_publish_refuses_a_machine_path_it_cannot_make_relative(tmp_path):
     with pytest.raises(FlareError, match=f"absolute path of this machine: {tmp_path}-old/cache$"):
         publish_notebooks(executed.parent, tmp_path / "docs", root=tmp_path)
     assert not (tmp_path / "docs").exists()
+
+
+def _header_fields(notebook) -> dict[str, str]:
+    """The rows of a published notebook's first cell (``| field | value |``)."""
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown" and first.metadata.tags == ["flare-run"]
+    assert first.source.startswith("**How this notebook ran**")
+    return dict(re.findall(r"^\| ([^|]+?) \| (.+) \|$", first.source, re.M))
+
+
+@pytest.mark.slow
+def test_a_published_notebook_opens_with_how_it_ran(tmp_path):
+    """A notebook papermill really ran: its profile, injected parameters, this machine, the
+    date and its wall time, in a Markdown cell before the notebook's own cells."""
+    import papermill
+
+    source = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'work_dir = "/content/drive/MyDrive/flare-vnet"\nepochs = 100\noverrides = []'
+    )
+    params.metadata["tags"] = ["parameters"]
+    source.cells = [
+        nbformat.v4.new_markdown_cell("# 01 · A notebook"),
+        params,
+        nbformat.v4.new_code_cell("import time\ntime.sleep(1.2)\nprint(epochs * 2)"),
+    ]
+    source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}  # fmt: skip
+    nbformat.write(source, tmp_path / "source.ipynb")
+    work = tmp_path / "work"
+    executed = work / "notebooks"
+    executed.mkdir(parents=True)
+    papermill.execute_notebook(
+        str(tmp_path / "source.ipynb"),
+        str(executed / "01_a.ipynb"),
+        parameters={"work_dir": str(work), "epochs": 3, "overrides": ["model.depth=2"]},
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    machine = describe_machine()
+    record_run(executed, "01_a", profile="ci", machine=machine)
+    (written,) = publish_notebooks(executed, tmp_path / "docs", root=tmp_path)
+    published = nbformat.read(written, as_version=4)
+    fields = _header_fields(published)
+    assert list(fields) == [
+        "profile", "parameters papermill injected", "machine", "date", "wall time"
+    ]  # fmt: skip
+    assert fields["profile"] == "`ci`"
+    assert fields["parameters papermill injected"] == (
+        '`work_dir = "work"` · `epochs = 3` · `overrides = ["model.depth=2"]`'
+    )
+    assert fields["machine"] == machine and re.search(r"\(\d+ CPU cores, ", machine)
+    ran = nbformat.read(executed / "01_a.ipynb", as_version=4).metadata.papermill
+    assert fields["date"] == f"{ran.start_time[:10]} {ran.start_time[11:16]} UTC"
+    assert 1.2 < ran.duration < 120 and fields["wall time"] == format_seconds(ran.duration)
+    # the notebook's own cells follow unchanged; publishing again keeps the one header
+    assert [c.source for c in published.cells[1:]][:1] == ["# 01 · A notebook"]
+    again = publish_notebooks(tmp_path / "docs", tmp_path / "again", root=tmp_path)
+    assert again[0].read_text() == written.read_text()
+
+
+def test_the_header_takes_the_cells_times_without_a_duration_and_needs_the_record(tmp_path):
+    root = tmp_path / "clone"
+    work = root / "runs" / "demo"
+    executed = _executed_notebook(work / "notebooks", root, work)
+    notebook = nbformat.read(executed, as_version=4)
+    del notebook.metadata.papermill["duration"], notebook.metadata.papermill["start_time"]
+    notebook.cells[1].metadata["papermill"] = {
+        "start_time": "2026-12-03T23:59:00.000000+00:00",
+        "end_time": "2026-12-03T23:59:10.000000+00:00",
+    }
+    notebook.cells[2].metadata["papermill"] = {
+        "start_time": "2026-12-03T23:59:10.000000+00:00",
+        "end_time": "2026-12-04T00:01:05.500000+00:00",
+    }
+    nbformat.write(notebook, executed)
+    record_run(executed.parent, "01_a", profile="demo", machine="X (2 CPU cores), no GPU",
+               fresh_runtime=True)  # fmt: skip
+    (written,) = publish_notebooks(executed.parent, tmp_path / "docs", root=root)
+    fields = _header_fields(nbformat.read(written, as_version=4))
+    assert fields["date"] == "2026-12-03 23:59 UTC"
+    assert fields["wall time"] == "2 min 6 s"  # 125.5 s from the first cell's start
+    assert fields["runtime"].startswith("fresh")
+    (executed.parent / RUN_RECORD).unlink()
+    with pytest.raises(FlareError) as caught:
+        publish_notebooks(executed.parent, tmp_path / "docs2", root=root)
+    assert f"no entry in {RUN_RECORD}" in str(caught.value) and "01_a.ipynb" in str(caught.value)
 
 
 def test_publish_drops_tensorflow_log_lines_only(tmp_path):
@@ -369,3 +465,13 @@ def test_publish_shows_progress_bars_as_they_ended(tmp_path):
     assert [(o.name, o.text) for o in after.cells[1].outputs] == [
         ("stderr", "render: 100%|██████████| 60/60 [00:02<00:00, 24.20frame/s]\n")
     ]
+
+
+def test_the_machine_names_its_gpus_from_nvidia_smi_else_says_no_gpu(tmp_path, monkeypatch):
+    cpu_only = describe_machine()
+    assert cpu_only.endswith(", no GPU") and re.search(r"\(\d+ CPU cores, \w+ \w+\)", cpu_only)
+    smi = tmp_path / "nvidia-smi"  # answers as the real one does for two T4s
+    smi.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=name" ] && printf "Tesla T4\\nTesla T4\\n"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert describe_machine() == f"GPU 2 × Tesla T4; CPU {cpu_only.removesuffix(', no GPU')}"

@@ -1,8 +1,11 @@
-"""Organ localiser: localised sliding windows, their guards, training, old runs, bad files."""
+"""Organ localiser: localised sliding windows, their guards and anatomy checks, training and
+its Dice gate, old runs, bad files."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +14,17 @@ import yaml
 from tiny_settings import TINY_LOCALIZER, TINY_MODEL, TINY_SPACING
 
 from flare_helpers.cli import predict_main
-from flare_helpers.config import load_config, load_run_config
+from flare_helpers.config import load_config, load_run_config, save_config
+from flare_helpers.data.fileio import write_json_atomic
+from flare_helpers.data.labels import OrganSet
 from flare_helpers.data.nifti import load_image, load_label
 from flare_helpers.errors import FlareError
 from flare_helpers.infer import predict as infer
 from flare_helpers.localize import localizer as localize
 from flare_helpers.model.runtime import resolve_precision
 from flare_helpers.model.sliding_window import WindowSum, sliding_window_probabilities, window_count
+from flare_helpers.phantoms.synthetic import case_files
+from flare_helpers.preprocess.pipeline import PreprocessParams, crop_box, prepare_label
 from flare_helpers.workflows import report
 
 PATCH = (16, 16, 8)
@@ -141,6 +148,7 @@ def _predict(run: Path, image: Path, out: Path, *flags: str) -> np.ndarray:
     return load_label(out).data
 
 
+@pytest.mark.filterwarnings("ignore:localiser box not used")  # an untrained localiser's box
 def test_localised_prediction_reports_windows_and_a_whole_crop_box_is_todays(
     localized_run, synthetic_data, tmp_path, monkeypatch, capsys
 ):
@@ -160,13 +168,21 @@ def test_localised_prediction_reports_windows_and_a_whole_crop_box_is_todays(
     assert f"{report.windows_crop} of {report.windows_crop} windows" in out
 
     def whole(self, x, margin_mm):
+        """Every organ boxed by the whole crop, centred on its side, of plausible volume."""
         box = tuple(slice(0, n) for n in x.shape)
-        return localize.Region({1: box}, box)
+        right, left = (0.75 * x.shape[0], 0, 0), (0.25 * x.shape[0], 0, 0)
+        centres = {1: right, 2: right, 3: left, 4: left}
+        volumes = {1: 1500.0, 2: 150.0, 3: 150.0, 4: 200.0}
+        return localize.Region(dict.fromkeys(centres, box), box, volumes, centres)
 
     monkeypatch.setattr(localize.Localizer, "region", whole)
-    boxed = _predict(localized_run, image, tmp_path / "boxed.nii.gz")
+    crop = report.windows_crop
+    with pytest.warns(UserWarning, match=f"box windows: needs {crop} windows, the whole crop"):
+        boxed = _predict(localized_run, image, tmp_path / "boxed.nii.gz")
     np.testing.assert_array_equal(boxed, today)
-    assert "as many windows as the whole crop" in capsys.readouterr().out  # the guard
+    out = capsys.readouterr().out
+    assert f"{crop} of {crop} windows" in out  # the guard: the whole crop
+    assert f"box windows: needs {crop} windows, the whole crop {crop}" in out
 
 
 def test_a_run_without_a_localiser_predicts_as_today(tiny_spacing_run, synthetic_data, tmp_path):
@@ -285,6 +301,10 @@ def test_spacing_runs_train_a_resumable_localiser_and_resize_runs_none(synthetic
     coarse = np.load(tmp_path / "cache" / "localizer" / "cases" / first / "label.npy")
     assert max(coarse.shape) <= 16 * 2 and set(np.unique(coarse)) <= {0, 1, 2, 3, 4}
     splits = read_splits(paths.splits)
+    strict = cfg.replace(localizer={"min_val_dice": 1.0})  # the gate, on a trained localiser
+    assert train_localizer(strict, splits, progress=False).best_model == paths.localizer_rejected
+    assert not paths.localizer_model.exists()
+    assert train_localizer(cfg, splits, progress=False).best_model == paths.localizer_model
     assert train_localizer(cfg.replace(preprocess={"mode": "resize"}), splits) is None
     assert train_localizer(cfg.replace(localizer={"enabled": False}), splits) is None
 
@@ -316,3 +336,252 @@ def test_every_prediction_says_its_precision(tiny_run, synthetic_data, tmp_path,
     assert f"precision {expected} (auto:" in out and f"1 of 1 windows ({expected})" in out
     _predict(tiny_run, image, tmp_path / "b.nii.gz", "--precision", "float32")
     assert "precision float32 (as set" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- anatomy checks
+
+#: Training classes of the default organs.
+LIVER, RIGHT_KIDNEY, LEFT_KIDNEY, SPLEEN = 1, 2, 3, 4
+
+
+@pytest.fixture
+def real_9001_truth(real_ct_whole):
+    """Real CT 9001's ground-truth region on its body crop (3 mm voxels), that grid's affine."""
+    image = load_image(real_ct_whole / "images" / "FLARE22_Tr_9001_0000.nii.gz")
+    labels = load_label(real_ct_whole / "labels" / "FLARE22_Tr_9001.nii.gz")
+    crop = crop_box(image, PreprocessParams.from_config(load_config(None, [])))
+    classes = OrganSet().to_classes(labels.data)[crop]
+    region = localize.region_from_classes(classes, classes.shape, image.spacing, 0.0, 5)
+    affine = localize.grid_affine(image.geometry.canonical_affine, crop, classes.shape)
+    return region, affine, classes.shape
+
+
+def test_the_ground_truth_organs_of_real_ct_9001_pass_every_check(real_9001_truth):
+    region, affine, shape = real_9001_truth
+    assert shape == (122, 100, 112)  # the body crop, 3 mm voxels
+    assert region.organs == {
+        LIVER: (slice(36, 106), slice(25, 87), slice(70, 112)),
+        RIGHT_KIDNEY: (slice(70, 94), slice(29, 55), slice(66, 102)),
+        LEFT_KIDNEY: (slice(23, 45), slice(27, 50), slice(72, 105)),
+        SPLEEN: (slice(10, 44), slice(22, 57), slice(82, 112)),
+    }
+    verdict = localize.check_region(region, affine, shape, OrganSet().organs, patch=(32, 32, 16))
+    assert verdict.ok and verdict.reason == ""
+    # centre of mass, world x minus the body crop's centre (+ = the patient's right)
+    assert verdict.offsets_mm == pytest.approx(
+        {"liver": 62.5, "right_kidney": 65.9, "left_kidney": -81.2, "spleen": -116.0}, abs=0.05
+    )
+    assert verdict.volumes_ml == pytest.approx(
+        {"liver": 1123.3, "right_kidney": 188.8, "left_kidney": 138.9, "spleen": 261.3}, abs=0.05
+    )
+    assert (verdict.windows_box, verdict.windows_crop) == (48, 180)
+    # the sides come from the affine: the same voxels with +x pointing left all fail
+    flipped = localize.check_region(
+        region, affine @ np.diag([-1.0, 1, 1, 1]), shape, OrganSet().organs
+    )
+    assert [(p.organ, p.check) for p in flipped.problems] == [
+        ("liver", "side"),
+        ("right_kidney", "side"),
+        ("left_kidney", "side"),
+        ("spleen", "side"),
+    ]
+
+
+def test_planted_bad_boxes_fail_naming_the_organ_and_the_check(real_9001_truth):
+    region, affine, shape = real_9001_truth
+    organs = OrganSet().organs
+    x = region.organs[RIGHT_KIDNEY][0]
+    centre = region.centres[RIGHT_KIDNEY]
+    mirrored = dataclasses.replace(  # the right kidney mirrored onto the patient's left
+        region,
+        organs={
+            **region.organs,
+            RIGHT_KIDNEY: (
+                slice(shape[0] - x.stop, shape[0] - x.start),
+                *region.organs[RIGHT_KIDNEY][1:],
+            ),
+        },
+        centres={**region.centres, RIGHT_KIDNEY: (shape[0] - 1 - centre[0], *centre[1:])},
+    )
+    verdict = localize.check_region(mirrored, affine, shape, organs)
+    assert not verdict.ok
+    assert verdict.reason == (
+        "right_kidney side: centre 66 mm on the patient's left of the body midline, expected right"
+    )
+    assert mirrored.organs[RIGHT_KIDNEY][0] == slice(28, 52)
+    absurd = dataclasses.replace(region, volumes_ml={**region.volumes_ml, SPLEEN: 5000.0})
+    assert localize.check_region(absurd, affine, shape, organs).reason == (
+        "spleen size: 5000 ml, outside 30–1500 ml"
+    )
+    missing = localize.region_from_classes(
+        np.zeros(shape, np.uint8), shape, (3.0, 3.0, 3.0), 0.0, 5
+    )
+    verdict = localize.check_region(missing, affine, shape, organs)
+    assert [str(p) for p in verdict.problems] == [
+        f"{organ} size: not found (0 ml)" for organ in organs
+    ]
+    whole = tuple(slice(0, n) for n in shape)
+    wide = dataclasses.replace(region, box=whole)
+    assert localize.check_region(wide, affine, shape, organs, patch=(32, 32, 16)).reason == (
+        "box windows: needs 180 windows, the whole crop 180"
+    )
+
+
+@pytest.fixture(scope="module")
+def ct_phantom_run(tmp_path_factory, tiny_spacing_run) -> tuple[Path, Path, Path]:
+    """A CT-sized phantom (``ct`` family, 64×64×24 voxels of 7×7×13 mm, stored LPS) and a
+    run of the tiny VNet on an 8 mm grid (32×32×16 windows): (run, image, label)."""
+    folder = tmp_path_factory.mktemp("ct_phantom")
+    paths = []
+    for name, payload in case_files(3, 1, (64, 64, 24), family="ct").items():
+        path = folder / Path(name).name
+        path.write_bytes(payload)
+        paths.append(path)
+    run = folder / "run"
+    run.mkdir()
+    shutil.copy(tiny_spacing_run / "best.keras", run / "best.keras")
+    cfg = _spacing_cfg(run, "preprocess.target_spacing=[8.0,8.0,8.0]", "infer.precision=float32")
+    save_config(cfg, run / "config.yaml")
+    image, label = sorted(paths, key=lambda p: "_0000" not in p.name)
+    return run, image, label
+
+
+class PlantedLocalizer(localize.Localizer):
+    """A deliberately poor localiser: it answers a planted class map of the fine grid."""
+
+    def __init__(self, classes: np.ndarray, settings) -> None:
+        super().__init__(None, settings, (8.0, 8.0, 8.0), 5, Path("planted"))
+        self.classes = classes
+
+    def coarse_classes(self, x: np.ndarray) -> np.ndarray:
+        assert x.shape == self.classes.shape
+        return self.classes
+
+
+class BackgroundNet:
+    """A stand-in VNet that finds no organ (so the box never grows)."""
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((*batch.shape[:4], 5), dtype=np.float32)
+        out[..., 0] = 1.0
+        return out
+
+
+def test_a_box_that_fails_its_checks_falls_back_to_the_whole_crop_with_a_warning(
+    ct_phantom_run, tmp_path
+):
+    run, image_path, label_path = ct_phantom_run
+    predictor = infer.load_predictor(run / "best.keras")
+    assert predictor.localizer is None  # the run has no localizer.keras: planted below
+    image = load_image(image_path)
+    assert image.geometry.axcodes == "LPS"  # sides come from the affine, not the file order
+    x, crop = infer.prepare_image(image, predictor.params)
+    truth = prepare_label(load_label(label_path), crop, predictor.params)
+    assert x.shape == (51, 41, 38) and window_count(x.shape, (32, 32, 16), 0.25) == 12
+    settings = load_run_config(run / "config.yaml").localizer
+    predictor.model = BackgroundNet()  # no organ predicted: the box never grows
+
+    def predict(classes: np.ndarray, name: str):
+        predictor.localizer = PlantedLocalizer(classes, settings)
+        reports: list = []
+        out = tmp_path / f"{name}.nii.gz"
+        infer.predict_files(predictor, [(image_path, out)], progress=False, reports=reports)
+        return reports[0]
+
+    # the ground truth as the localiser's answer: checked, used, a third of the windows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = predict(truth, "good")
+        found = predictor.localizer.region(x, predictor.settings.roi_margin_mm)
+    assert (good.windows_run, good.windows_crop, good.note) == (4, 12, "localised box")
+    assert found.box == (slice(5, 46), slice(6, 36), slice(10, 38))  # organs ± 20 mm
+    assert {k: round(v) for k, v in found.volumes_ml.items()} == {1: 1618, 2: 153, 3: 167, 4: 151}
+
+    # the right kidney mirrored onto the patient's left (where the left kidney is not)
+    mirrored = truth.copy()
+    kidney = truth == RIGHT_KIDNEY
+    mirrored[kidney] = 0
+    mirrored[kidney[::-1] & (mirrored == 0)] = RIGHT_KIDNEY
+    message = (
+        "localiser box not used (right_kidney side: centre 70 mm on the patient's left of the "
+        "body midline, expected right; right_kidney size: 48 ml, outside 50–400 ml): "
+        "predicting the whole crop"
+    )
+    with pytest.warns(UserWarning) as caught:
+        bad = predict(mirrored, "mirrored")
+    assert [str(w.message) for w in caught] == [message]
+    assert (bad.windows_run, bad.windows_crop, bad.note) == (12, 12, message)
+
+    # a spleen of absurd size: the 20 leftmost voxel columns, the crop's depth and height
+    huge = truth.copy()
+    huge[huge == SPLEEN] = 0
+    huge[:20][huge[:20] == 0] = SPLEEN
+    message = (
+        "localiser box not used (spleen size: 15733 ml, outside 30–1500 ml; box windows: "
+        "needs 12 windows, the whole crop 12): predicting the whole crop"
+    )
+    with pytest.warns(UserWarning) as caught:
+        absurd = predict(huge, "absurd")
+    assert [str(w.message) for w in caught] == [message]
+    assert (absurd.windows_run, absurd.windows_crop) == (12, 12)
+
+
+def test_growth_stops_at_the_whole_crops_windows_and_predicts_it_afresh():
+    x = np.zeros((64, 64, 32), dtype=np.float32)
+    x[2:62, 2:62, 1:31] = 1.0  # an organ filling the volume, a small box inside it
+    small = (slice(28, 36), slice(26, 32), slice(14, 18))
+    probs, grown = localize.localized_probabilities(x, PATCH, _threshold, small, overlap=0.5)
+    today = sliding_window_probabilities(x, PATCH, _threshold, overlap=0.5)
+    assert np.array_equal(probs, today)  # the whole crop, exactly
+    assert grown.windows_crop == window_count(x.shape, PATCH, 0.5) == 343
+    assert grown.windows_run == 205 + 343  # the growing box's windows, then the whole crop's
+    assert grown.whole_crop_because == (
+        "growing the box would run as many windows as the whole crop (205 run before)"
+    )
+    assert grown.grown_faces == ["-x", "+x", "-y", "+y", "-z", "+z"] * 3
+
+
+# --------------------------------------------------------------------------- Dice gate
+
+
+def _finished_localizer(run: Path, val_dice: float) -> None:
+    """Mark ``run``'s localiser as trained: 2 epochs, the second the best at ``val_dice``."""
+    rows = [
+        "epoch,mean_dice,val_mean_dice,ema_val_mean_dice",
+        "0,0.05,0.04,0.04",
+        f"1,0.30,{val_dice},{0.9 * 0.04 + 0.1 * val_dice}",
+    ]
+    (run / "localizer_history.csv").write_text("\n".join(rows) + "\n")
+    done = {"epochs": 2, "epochs_completed": 2, "best_epoch": 2, "best_value": 0.1}
+    write_json_atomic(run / "localizer_done.json", {**done, "monitor": "ema_val_mean_dice"})
+
+
+def test_a_localiser_below_the_dice_threshold_is_not_kept(localized_run, tmp_path, capsys):
+    from flare_helpers.workflows.training import train_localizer
+
+    run = Path(shutil.copytree(localized_run, tmp_path / "run"))
+    kept, rejected = run / "localizer.keras", run / "localizer_rejected.keras"
+    _finished_localizer(run, 0.221)  # the demo recipe's localiser after 15 epochs
+    cfg = _spacing_cfg(run, f"data.cache_dir={tmp_path / 'cache'}", "localizer.min_val_dice=0.5")
+    no_cases = {"train": [], "val": [], "test": []}
+    result = train_localizer(cfg, no_cases, progress=False)  # finished: only reported, gated
+    assert result.best_model == rejected and rejected.is_file() and not kept.exists()
+    assert (result.best_epoch, result.epochs_completed) == (2, 2)
+    assert capsys.readouterr().out.strip() == (
+        "localiser not kept: val_mean_dice 0.221 (epoch 2, the best) < localizer.min_val_dice "
+        "0.5; prediction covers the whole crop (localizer_rejected.keras)"
+    )
+    predictor = infer.load_predictor(run / "best.keras")
+    assert predictor.localizer is None and "localiser: none" in predictor.describe()
+    assert localize.kept_localizer_dice(run, 2) == (0.221, "val_mean_dice")
+    # a rerun says the same; a lower threshold takes it back
+    assert train_localizer(cfg, no_cases, progress=False).best_model == rejected
+    assert "localiser not kept" in capsys.readouterr().out
+    lenient = cfg.replace(localizer={"min_val_dice": 0.2})
+    assert train_localizer(lenient, no_cases, progress=False).best_model == kept
+    assert kept.is_file() and not rejected.exists() and capsys.readouterr().out == ""
+    assert infer.load_predictor(run / "best.keras").localizer is not None
+    # no validation split: the training Dice of that epoch decides
+    (run / "localizer_history.csv").write_text("epoch,mean_dice\n0,0.05\n1,0.62\n")
+    assert localize.kept_localizer_dice(run, 2) == (0.62, "mean_dice")
+    assert localize.gate_localizer(run, 2, 0.5) == kept

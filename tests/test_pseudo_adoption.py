@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from flare_helpers.config import load_config, save_config
 from flare_helpers.data.labels import IGNORE, OrganSet, one_hot
 from flare_helpers.data.nifti import load_label
 from flare_helpers.pseudolabel.confidence import (
@@ -19,7 +20,7 @@ from flare_helpers.pseudolabel.confidence import (
     case_confidence,
     organ_geometry,
 )
-from flare_helpers.pseudolabel.teacher import row_confidence
+from flare_helpers.pseudolabel.teacher import confidence_table, row_confidence
 from flare_helpers.workflows import pseudo_round
 
 
@@ -159,3 +160,72 @@ def test_agreement_ranks_crafted_cases_by_their_true_dice():
         true_dsc.append(agreement_dice(pred, truth, 2))
         agreement.append(agreement_dice(pred, twin, 2))
     assert spearmanr(agreement, true_dsc).statistic == pytest.approx(1.0)
+
+
+def test_the_confidence_table_leaves_out_a_signal_measured_for_no_case():
+    """``anatomy`` (not in ``pseudo.confidence``) is empty for every case: no NaN column."""
+    rows = {
+        f"Case_{k:05d}": {
+            "case_id": f"Case_{k:05d}",
+            "status": "ok",
+            "confidence": str(0.5 + k / 10),
+            "mean_probability": "0.9",
+            "component_share": "1.0",
+            "agreement": str(0.5 + k / 10),
+            "anatomy": "",
+            "organs_found": "4",
+            "reason": "kept",
+            "kept": "True",
+            "seconds": "1.5",
+        }
+        for k in range(1, 4)
+    }
+    table = confidence_table(rows)
+    assert "anatomy" not in table.columns and not table.isna().any().any()
+    assert table["agreement"].tolist() == pytest.approx([0.6, 0.7, 0.8])
+    rows["Case_00002"]["anatomy"] = "0.75"  # measured for one case: the column stays
+    assert confidence_table(rows)["anatomy"].isna().sum() == 2
+
+
+def _teacher_run(folder: Path, cfg) -> Path:
+    """A teacher run folder as training leaves it: settings and a finished localiser."""
+    folder.mkdir(parents=True)
+    save_config(cfg, folder / "config.yaml")
+    (folder / "best.keras").write_bytes(b"vnet")
+    (folder / "localizer.keras").write_bytes(bytes(range(256)) * 8)
+    (folder / "localizer_history.csv").write_text("epoch,loss\n0,1.5\n1,1.2\n")
+    (folder / "localizer_done.json").write_text(
+        '{"epochs": 2, "epochs_completed": 2, "best_epoch": 2, "best_value": 0.5, '
+        '"monitor": "ema_val_mean_dice"}'
+    )
+    return folder / "best.keras"
+
+
+def test_the_student_gets_a_copy_of_a_matching_teacher_localiser(tmp_path):
+    cfg = load_config(None, ["localizer.epochs=2"])
+    teacher = _teacher_run(tmp_path / "teacher", cfg)
+    student = tmp_path / "round1" / "student"
+    said = pseudo_round.reuse_localizer(cfg, teacher, student)
+    assert said.startswith("localiser: the teacher's (") and "2 epochs" in said
+    for name in ("localizer.keras", "localizer_history.csv", "localizer_done.json"):
+        assert (student / name).read_bytes() == (tmp_path / "teacher" / name).read_bytes()
+    assert sorted(p.name for p in student.iterdir()) == [
+        "localizer.keras", "localizer_done.json", "localizer_history.csv"
+    ]  # fmt: skip
+    assert "already there" in pseudo_round.reuse_localizer(cfg, teacher, student)
+    # other localiser or grid settings, or resize mode: nothing copied
+    for changed in (["localizer.epochs=3"], ["preprocess.target_spacing=[2.0,2.0,3.0]"]):
+        other = tmp_path / f"other{len(changed[0])}"
+        said = pseudo_round.reuse_localizer(load_config(None, changed), teacher, other)
+        assert "other settings" in said and not other.exists()
+    resize = load_config(None, ["preprocess.mode=resize"])
+    assert "none in this run" in pseudo_round.reuse_localizer(resize, teacher, tmp_path / "r")
+    # a teacher whose localiser the validation Dice gate turned down: the same verdict
+    rejected = tmp_path / "teacher" / "localizer_rejected.keras"
+    (tmp_path / "teacher" / "localizer.keras").rename(rejected)
+    said = pseudo_round.reuse_localizer(cfg, teacher, tmp_path / "gated")
+    assert "was not kept" in said and not (tmp_path / "gated" / "localizer.keras").exists()
+    assert (tmp_path / "gated" / rejected.name).read_bytes() == rejected.read_bytes()
+    (tmp_path / "teacher" / "localizer_done.json").unlink()  # the teacher's never finished
+    said = pseudo_round.reuse_localizer(cfg, teacher, tmp_path / "unfinished")
+    assert "the teacher has no finished one" in said and not (tmp_path / "unfinished").exists()

@@ -15,11 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tiny_settings import TINY_MODEL
+from tiny_settings import TINY_LOCALIZER, TINY_MODEL, TINY_SPACING
 
 from flare_helpers.cli import extract_main, pseudolabel_main, synth_main
 from flare_helpers.config import PseudoConfig, load_config
-from flare_helpers.data.fileio import is_temp_name, read_json
+from flare_helpers.data.fileio import is_temp_name, read_history, read_json
 from flare_helpers.data.pseudo_folder import pseudo_cases, read_rows
 from flare_helpers.data.unlabelled import list_scans
 from flare_helpers.errors import FlareError
@@ -331,3 +331,49 @@ def test_ignored_voxels_are_where_the_mirrored_prediction_disagrees(unlabelled, 
             np.asarray(nib.load(folder / "labels" / f"{case_id}.nii.gz").dataobj),
             np.asarray(nib.load(folder / "predictions" / f"{case_id}.nii.gz").dataobj),
         )
+
+
+@pytest.mark.slow
+def test_the_student_reuses_the_teachers_localiser_and_keeps_its_time_limit(
+    unlabelled, synthetic_copy, tmp_path, capsys
+):
+    """Notebook 06's student (spacing mode): a byte-identical copy of the teacher's
+    localiser and no localiser epoch of its own; ``train.time_limit_minutes`` cuts its
+    epochs short; ``pseudo.retrain_localizer`` trains a localiser of its own."""
+    from flare_helpers.data.layout import RunLayout
+    from flare_helpers.workflows import pseudo_round, training
+
+    zip_path, _ = unlabelled
+    cfg = load_config(
+        None,
+        [*TINY_MODEL, *TINY_SPACING, *TINY_LOCALIZER, "train.epochs=1", "localizer.min_val_dice=0",
+         "data.val_fraction=0.2", "data.test_fraction=0.2",
+         f"data.data_dir={synthetic_copy}", f"data.cache_dir={tmp_path / 'cache'}",
+         f"train.output_dir={tmp_path / 'teacher'}"],
+    )  # fmt: skip
+    teacher = training.train(cfg, progress=False).best_model
+    taught = RunLayout(teacher.parent)
+    first = pseudo_round.round_paths(tmp_path / "work", 1)
+    labelled = pseudolabel(teacher, zip_path, first.pseudo_dir, cfg.pseudo, progress=False)
+    assert len(labelled.kept) == 3
+    capsys.readouterr()
+
+    budget = cfg.replace(train={"epochs": 3, "time_limit_minutes": 0.0001})
+    student = pseudo_round.train_student(budget, teacher, first, progress=False)
+    assert student.epochs_completed < 3  # the 6 ms limit cut its 3 epochs short
+    assert "localiser: the teacher's (" in capsys.readouterr().out
+    run = RunLayout(first.run_dir)
+    assert run.localizer_model.read_bytes() == taught.localizer_model.read_bytes()
+    assert run.localizer_history.read_bytes() == taught.localizer_history.read_bytes()
+    assert not run.localizer_checkpoints.exists()  # no localiser epoch ran in the student
+    assert len(read_history(run.history)) < 3 and not run.done.exists()
+    assert load_config(run.config).train.time_limit_minutes == 0.0001
+
+    second = pseudo_round.round_paths(tmp_path / "work", 2)
+    shutil.copytree(first.pseudo_dir, second.pseudo_dir)  # the same pseudo-labels
+    retrain = cfg.replace(pseudo={"retrain_localizer": True})
+    pseudo_round.train_student(retrain, teacher, second, progress=False)
+    assert "the student trains its own" in capsys.readouterr().out
+    own = RunLayout(second.run_dir)
+    assert sorted(p.name for p in own.localizer_checkpoints.iterdir()) == ["epoch_0002.keras"]
+    assert len(read_history(own.localizer_history)) == 2  # TINY_LOCALIZER's 2 epochs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import yaml
 
 from flare_helpers.errors import FlareError
 from flare_helpers.series.runner import PROFILE_DIR, run_series
+from flare_helpers.series.session import format_seconds
 
 NOTEBOOK_NAMES = [
     "01_extract",
@@ -47,7 +49,7 @@ def _ci_profile(tmp_path: Path, **changes) -> Path:
     if "06_pseudolabel" in profile:
         profile["06_pseudolabel"]["unlabelled_path"] = str(work / "FLARE_UnlabeledCase1-4.zip")
     profile["common"].update(changes)
-    path = tmp_path / "profile.yaml"
+    path = tmp_path / "ci.yaml"  # the profile's name, as the published notebooks state it
     path.write_text(yaml.safe_dump(profile))
     return path
 
@@ -64,11 +66,21 @@ def _digests(folder: Path, pattern: str) -> dict[str, str]:
 def ci_series(tmp_path_factory) -> tuple[Path, Path]:
     """One run of the whole series with the CI profile: (profile file, notebooks folder).
 
-    Its tests are named ``test_series_*``: conftest keeps them on one pytest-xdist worker.
+    Run as Colab's badges run it: each notebook in a fresh runtime (``--fresh-runtimes``:
+    a new, empty data_root per notebook; only work_dir and the zip shared). Its tests are
+    named ``test_series_*``: conftest keeps them on one pytest-xdist worker.
     """
     tmp = tmp_path_factory.mktemp("series")
     profile = _ci_profile(tmp)
-    return profile, run_series(profile, base=tmp, progress=False)
+    return profile, run_series(profile, base=tmp, progress=False, fresh_runtimes=True)
+
+
+def _printed(notebook_path: Path) -> str:
+    """Everything a notebook printed (stdout and stderr streams)."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    return "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
 
 
 @pytest.mark.slow
@@ -152,6 +164,91 @@ def test_series_leaves_model_metrics_figures_and_video(ci_series):
 
 
 @pytest.mark.slow
+def test_series_student_reuses_the_teachers_localiser_within_its_time_limit(ci_series):
+    """06's student: the teacher's localiser byte for byte (none trained), its time limit from
+    the notebook's parameter, and no confidence column that no case has a value in."""
+    profile, executed = ci_series
+    work = executed.parent
+    teacher, student = work / "model", work / "pseudo" / "round1" / "student"
+    # kept, or turned down by the validation Dice gate: the student takes the same file
+    (model,) = [
+        n for n in ("localizer.keras", "localizer_rejected.keras") if (teacher / n).exists()
+    ]
+    for name in (model, "localizer_history.csv", "localizer_done.json"):
+        assert (student / name).read_bytes() == (teacher / name).read_bytes(), name
+    assert not (student / "localizer_checkpoints").exists()  # no localiser epoch ran there
+    assert len(pd.read_csv(student / "localizer_history.csv")) == 2  # the teacher's 2 epochs
+    said = _printed(executed / "06_pseudolabel.ipynb")
+    assert "localiser: the teacher's" in said and "the student trains its own" not in said
+    limit = yaml.safe_load(profile.read_text())["06_pseudolabel"]["time_limit_minutes"]
+    saved = yaml.safe_load((student / "config.yaml").read_text())
+    assert saved["train"]["time_limit_minutes"] == limit > 0
+    assert yaml.safe_load((teacher / "config.yaml").read_text())["train"]["epochs"] == 2
+    # the confidence table: anatomy (not in pseudo.confidence) measured for no case, not shown
+    notebook = nbformat.read(executed / "06_pseudolabel.ipynb", as_version=4)
+    (table,) = [
+        out.data["text/plain"]
+        for cell in notebook.cells
+        if "confidence_table" in cell.source
+        for out in cell.outputs
+        if out.output_type == "execute_result"
+    ]
+    assert "agreement" in table and "anatomy" not in table and "NaN" not in table
+    csv = pd.read_csv(work / "pseudo" / "round1" / "pseudolabels" / "confidence.csv")
+    assert csv["anatomy"].isna().all() and csv["agreement"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_series_fresh_runtimes_bring_back_what_each_notebook_needs(ci_series):
+    """Each notebook in its own empty data_root (as Colab's badges open them): 02, 04, 05 and
+    06 re-extract the CTs from the zip, and the series ends with the same kind of results."""
+    _, executed = ci_series
+    work = executed.parent
+    assert sorted(p.stem for p in executed.glob("*.ipynb")) == NOTEBOOK_NAMES
+    recorded = yaml.safe_load((executed / "parameters.yaml").read_text())
+    roots = [Path(recorded[name]["data_root"]) for name in NOTEBOOK_NAMES]
+    assert len(set(roots)) == 6 and not any(root.exists() for root in roots)  # removed after
+    assert not (work / "data").exists()  # the profile's own data_root was never used
+    for name in ("02_preprocess", "04_evaluate", "05_render", "06_pseudolabel"):
+        said = _printed(executed / f"{name}.ipynb")
+        root = recorded[name]["data_root"]
+        line = re.search(rf"data: re-created {re.escape(root)}/FLARE22Train \(6 CTs\) from "
+                         rf"\S+FLARE22Train\.zip in ([\d.]+) s", said)  # fmt: skip
+        assert line is not None and 0 <= float(line.group(1)) < 60, (name, said[:500])
+    assert "model: " in _printed(executed / "04_evaluate.ipynb")
+    assert "cache: " in _printed(executed / "06_pseudolabel.ipynb")
+    record = json.loads((executed / "series_run.json").read_text())["notebooks"]
+    assert sorted(record) == NOTEBOOK_NAMES
+    assert all(entry["fresh_runtime"] and entry["profile"] == "ci" for entry in record.values())
+
+    per_case = pd.read_csv(work / "evaluation" / "per_case.csv")
+    test_cases = json.loads((work / "model" / "splits.json").read_text())["test"]
+    assert sorted(per_case["case"].unique()) == sorted(test_cases) and len(test_cases) >= 1
+    assert len(per_case) == 4 * len(test_cases) and set(per_case["organ"]) == ORGANS
+    assert per_case["dsc"].between(0, 1).all() and per_case["nsd"].between(0, 1).all()
+    manifest = json.loads((work / "cache" / "manifest.json").read_text())
+    assert len(manifest["cases"]) == 6 + len(manifest["pseudo"]) and manifest["pseudo"]
+    assert list(pd.read_csv(work / "model" / "history.csv")["epoch"]) == [0, 1]
+    assert (work / "pseudo" / "round1" / "student" / "best.keras").stat().st_size > 0
+    for name in ("teacher", "student"):
+        scored = pd.read_csv(work / "pseudo" / "evaluation" / name / "per_case.csv")
+        assert sorted(scored["case"].unique()) == sorted(test_cases)
+        assert scored["dsc"].between(0, 1).all()
+    (video,) = (work / "render").glob("*_organs.mp4")
+    assert len(list(imageio_ffmpeg.read_frames(str(video)))[1:]) == 6
+
+
+@pytest.mark.slow
+def test_a_notebook_run_first_says_which_notebook_it_needs(tmp_path):
+    """04 in a fresh runtime before 01 ran: one line naming the notebook to run first."""
+    profile = _ci_profile(tmp_path)
+    with pytest.raises(FlareError) as caught:
+        run_series(profile, only=["04"], base=tmp_path, progress=False, fresh_runtimes=True)
+    message = str(caught.value)
+    assert "run notebook 01_extract first" in message and "\n" not in message
+
+
+@pytest.mark.slow
 def test_series_rerun_changes_nothing(ci_series, tmp_path):
     """A second run finds everything done: the cache, model and scores stay byte-identical."""
     profile, executed = ci_series
@@ -219,8 +316,22 @@ def test_series_notebooks_publish_for_the_docs(ci_series, tmp_path):
     # for readers: paths relative to the working folder, no TensorFlow lines, bars at the end
     work = str(executed.parent)
     trained = nbformat.read(written[2], as_version=4)
-    injected = trained.cells[3].source.splitlines()
+    injected = trained.cells[4].source.splitlines()
     assert {'work_dir = "."', 'data_root = "data"'} <= set(injected), injected
+    # each opens with how it ran: the profile, the injected parameters, machine, date, time
+    for path in written:
+        notebook = nbformat.read(path, as_version=4)
+        header = notebook.cells[0]
+        assert header.cell_type == "markdown" and header.metadata.tags == ["flare-run"]
+        fields = dict(re.findall(r"^\| ([^|]+?) \| (.+) \|$", header.source, re.M))
+        assert fields["profile"] == "`ci`", path.name
+        assert "CPU cores" in fields["machine"] and "GPU" in fields["machine"]
+        assert fields["date"].endswith(" UTC") and fields["date"][:4].isdigit()
+        seconds = notebook.metadata.papermill.duration
+        assert 0 < seconds < 600 and fields["wall time"] == format_seconds(seconds)
+        assert '`work_dir = "."`' in fields["parameters papermill injected"]
+    train_fields = nbformat.read(written[2], as_version=4).cells[0].source
+    assert "`epochs = 2`" in train_fields and "`batch_size = 2`" in train_fields
     bars = [
         out.data["text/plain"]
         for cell in trained.cells
@@ -275,6 +386,42 @@ def test_series_passes_paths_as_written_and_keeps_c_output_out_of_cells(tmp_path
     assert extract["extra_arguments"] == ["--IPKernelApp.capture_fd_output=False"]
     recorded = yaml.safe_load((out / "parameters.yaml").read_text())
     assert recorded["01_extract"]["zip_path"] == "runs/demo/FLARE22Train.zip"
+
+
+def test_flare_series_fresh_runtimes_gives_each_notebook_a_new_empty_data_root(
+    tmp_path, monkeypatch
+):
+    """``flare-series --fresh-runtimes``: each kernel gets its own empty data_root (the
+    parameter and FLARE_DATA_ROOT, which wins in the notebooks), removed after it; the work
+    folder and the zip stay the profile's."""
+    import papermill
+
+    from flare_helpers.cli import series_main
+
+    seen = []
+
+    def execute(source, target, parameters, **kwargs):
+        root = Path(parameters["data_root"])
+        seen.append((Path(source).stem, root, os.environ["FLARE_DATA_ROOT"], list(root.iterdir())))
+        (root / "FLARE22Train").mkdir()  # what a notebook extracts there
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setenv("FLARE_DATA_ROOT", "/somewhere/else")
+    monkeypatch.chdir(tmp_path)
+    assert series_main(["--profile", "demo", "--only", "02", "04", "--fresh-runtimes"]) == 0
+    assert [name for name, *_ in seen] == ["02_preprocess", "04_evaluate"]
+    (_, first, env1, listed1), (_, second, env2, listed2) = seen
+    assert first != second and (env1, env2) == (str(first), str(second))
+    assert listed1 == listed2 == [] and not first.exists() and not second.exists()
+    assert os.environ["FLARE_DATA_ROOT"] == "/somewhere/else"  # given back afterwards
+    executed = tmp_path / "runs" / "demo" / "notebooks"
+    recorded = yaml.safe_load((executed / "parameters.yaml").read_text())
+    assert recorded["04_evaluate"]["zip_path"] == "runs/demo/FLARE22Train.zip"
+    assert recorded["04_evaluate"]["work_dir"] == "runs/demo"
+    record = json.loads((executed / "series_run.json").read_text())["notebooks"]
+    assert record["02_preprocess"]["fresh_runtime"] is True
+    assert record["02_preprocess"]["profile"] == "demo"
+    assert "CPU cores" in record["04_evaluate"]["machine"]
 
 
 def test_unknown_profile_and_parameter_are_named(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -60,7 +61,73 @@ def test_neither_data_nor_zip_says_what_to_run(tmp_path):
     with pytest.raises(FlareError) as info:
         series.ensure_data(paths, tmp_path / "FLARE22Train.zip")
     assert str(info.value) == (
-        f"{tmp_path / 'data' / 'FLARE22Train'}: no extracted data here and no zip at "
-        f"{tmp_path / 'FLARE22Train.zip'}: run notebook 01 "
+        f"{tmp_path / 'data' / 'FLARE22Train'}: no extracted CTs here and no zip at "
+        f"{tmp_path / 'FLARE22Train.zip'} to re-create them from: run notebook 01_extract first "
         f"(or flare-extract --zip FLARE22Train.zip --out {tmp_path / 'data'})"
     )
+
+
+def test_each_need_says_in_one_line_what_came_back(synthetic_zip, tmp_path, monkeypatch, capsys):
+    """The line a notebook prints per need in a fresh runtime, and what it prints when the
+    notebook before it has not run: one line naming that notebook."""
+    for name in ("FLARE_WORK_DIR", "FLARE_DATA_ROOT", "FLARE_ZIP"):
+        monkeypatch.delenv(name, raising=False)
+    paths = series.series_paths(tmp_path / "work", tmp_path / "runtime")
+    for need, notebook in (
+        (series.ensure_cache, "02_preprocess"),
+        (series.ensure_model, "03_train"),
+        (series.ensure_predictions, "04_evaluate"),
+    ):
+        with pytest.raises(FlareError) as info:
+            need(paths)
+        assert str(info.value).endswith(f": run notebook {notebook} first"), str(info.value)
+        assert "\n" not in str(info.value)
+
+    series.ensure_data(paths, synthetic_zip, progress=False)
+    line = capsys.readouterr().out
+    assert re.fullmatch(
+        rf"data: re-created {re.escape(str(paths.data_dir))} \(6 CTs\) from "
+        rf"{re.escape(str(synthetic_zip))} in \d+\.\d+ s\n",
+        line,
+    ), line
+    series.ensure_data(paths, synthetic_zip, progress=False)
+    assert capsys.readouterr().out == (
+        f"data: {paths.data_dir} already holds the 6 CTs of {synthetic_zip.name}\n"
+    )
+
+    cache = paths.cache
+    cache.root.mkdir(parents=True)
+    cache.manifest.write_text('{"cases": {"a": {}, "b": {}, "c": {}}, "pseudo": []}')
+    cache.splits.write_text('{"train": ["a"], "val": ["b"], "test": ["c"]}')
+    assert series.ensure_cache(paths) == cache.root
+    assert capsys.readouterr().out == (
+        f"cache: {cache.root} (3 cases; split train 1, val 1, test 1) from work_dir\n"
+    )
+    run = paths.run
+    run.root.mkdir(parents=True)
+    run.best_model.write_bytes(b"0" * 3 * 2**20)
+    run.config.write_text("{}\n")
+    run.history.write_text("epoch,loss\n0,1.0\n1,0.5\n")
+    assert series.ensure_model(paths) == run.best_model
+    assert capsys.readouterr().out == (
+        f"model: {run.best_model} (2 epochs trained, 3.0 MB) from the run folder\n"
+    )
+    paths.predictions_dir.mkdir(parents=True)
+    for case in ("FLARE22_Tr_0002", "FLARE22_Tr_0001"):
+        (paths.predictions_dir / f"{case}.nii.gz").write_bytes(b"")
+    assert series.ensure_predictions(paths) == ["FLARE22_Tr_0001", "FLARE22_Tr_0002"]
+    assert capsys.readouterr().out == f"predictions: 2 cases in {paths.predictions_dir}\n"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.034, "0.03 s"),
+        (4.25, "4.2 s"),
+        (89.9, "89.9 s"),
+        (125.5, "2 min 6 s"),
+        (7800, "2 h 10 min"),
+    ],
+)
+def test_durations_read_as_a_person_says_them(seconds, shown):
+    assert series.format_seconds(seconds) == shown

@@ -203,7 +203,10 @@ def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path
         train(cfg, progress=False)
 
 
-def test_time_limit_stops_at_an_epoch_end_and_a_rerun_goes_on(synthetic_data, tmp_path):
+def test_a_time_limit_inside_an_epoch_keeps_a_model_and_a_rerun_goes_on(synthetic_data, tmp_path):
+    """The limit passes after the first step of a 2-step epoch: training stops there, that epoch
+    is not recorded, best.keras (one validation) and last.keras are left; a rerun without the
+    limit trains the 3 epochs from the start and removes the stale last.keras."""
     cfg = _cfg(
         synthetic_data,
         tmp_path / "cache",
@@ -212,13 +215,16 @@ def test_time_limit_stops_at_an_epoch_end_and_a_rerun_goes_on(synthetic_data, tm
         "train.time_limit_minutes=0.0001",
     )
     first = train(cfg, progress=False)
-    assert first.epochs_completed == 1  # stopped after the first epoch
-    assert not (tmp_path / "run" / "training_done.json").exists()
-    second = train(cfg, progress=False)
-    assert second.resumed_from == 1 and second.epochs_completed == 2
-    unlimited = train(cfg.replace(train={"time_limit_minutes": 0.0}), progress=False)
-    assert unlimited.resumed_from == 2 and unlimited.epochs_completed == 3
-    assert (tmp_path / "run" / "training_done.json").exists()
+    paths = RunLayout(tmp_path / "run")
+    assert first.stopped_by == "time limit" and first.stopped_inside == (0, 1, 2)
+    assert first.steps_run == 1 and first.epochs_completed == 0
+    assert first.best_model == paths.best_model and first.last_model == paths.last_model
+    assert 0.0 <= first.best_value <= 1.0 and first.monitor == "val_mean_dice"
+    assert not paths.history.exists() and latest_checkpoint(paths.checkpoints) is None
+    assert not paths.done.exists()
+    second = train(cfg.replace(train={"time_limit_minutes": 0.0}), progress=False)
+    assert second.resumed_from == 0 and second.epochs_completed == 3 and not second.stopped_by
+    assert paths.done.exists() and not paths.last_model.exists()
 
 
 def test_epoch_time_and_eta_lines():
@@ -231,10 +237,13 @@ def test_epoch_time_and_eta_lines():
         "2 h 10 min",
     ]
     noon = time.mktime((2026, 1, 1, 12, 0, 0, 0, 0, -1))
-    # the first epoch also compiled the model: the estimate uses the later ones
-    line = eta_line(2, 100, [60.0, 12.0, 12.0], now=noon)
-    assert line == "epoch 3/100 took 12 s; 97 to go: about 19 min 24 s (done at 12:19)"
-    assert eta_line(0, 3, [30.0], now=noon) == (
-        "epoch 1/3 took 30 s; 2 to go: about 1 min 00 s (done at 12:01)"
+    # 97 epochs of 100 steps of 0.12 s and 0.4 s of validation and saving each
+    line = eta_line(
+        2, 100, 12.4, seconds_per_step=0.12, steps_per_epoch=100, epoch_fixed_seconds=0.4, now=noon
     )
-    assert eta_line(2, 3, [30.0, 10.0, 10.0]) == "epoch 3/3 took 10 s"
+    assert (
+        line == "epoch 3/100 took 12 s (0.12 s/step); 97 to go: about 20 min 03 s (done at 12:20)"
+    )
+    assert eta_line(2, 3, 10.0, seconds_per_step=0.1, steps_per_epoch=100) == (
+        "epoch 3/3 took 10 s (0.1 s/step)"
+    )

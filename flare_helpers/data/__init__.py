@@ -23,7 +23,7 @@ from flare_helpers.data.cases import (
     visualize_paths,
 )
 from flare_helpers.data.examples import REAL_CT_CASE, real_ct_folder
-from flare_helpers.data.extract import extract_zip
+from flare_helpers.data.extract import extract_zip, extraction_is_current
 from flare_helpers.data.fileio import (
     atomic_path,
     is_temp_name,
@@ -115,6 +115,7 @@ __all__ = [
     "discover_unlabelled",
     "extract_scans",
     "extract_zip",
+    "extraction_is_current",
     "image_case_id",
     "is_temp_name",
     "list_scans",

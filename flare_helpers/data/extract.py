@@ -132,6 +132,26 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path, *, progress: bool = T
     return target
 
 
+def extraction_is_current(zip_path: str | Path, out_dir: str | Path) -> bool:
+    """Whether ``out_dir/FLARE22Train`` already holds a complete extraction of ``zip_path``
+    (what :func:`extract_zip` would find with nothing to do).
+
+    Raises:
+        FlareError: the zip is missing, not a zip, or holds no FLARE22 layout.
+    """
+    zip_path = Path(zip_path)
+    _check_zip(zip_path)
+    target = Path(out_dir) / DATASET_DIRNAME
+    if not (target / _MARKER).is_file():
+        return False
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = _dataset_members(archive, zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FlareError(f"cannot open zip ({one_line(exc)})", zip_path) from exc
+    return _marker_matches(target / _MARKER, _zip_fingerprint(zip_path), target, members)
+
+
 def _marker_matches(marker: Path, fingerprint: dict, target: Path, members: dict) -> bool:
     try:
         saved = read_json(marker)

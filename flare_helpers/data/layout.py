@@ -30,13 +30,19 @@ LOCK_NAME = ".flare-lock.json"
 class ModelFiles:
     """What one network of a run writes while it trains; the training loop
     (:mod:`flare_helpers.train.loop`) takes one of these, so the VNet and the
-    localiser resume, log and pick their best model the same way."""
+    localiser resume, log and pick their best model the same way.
+
+    ``last_model`` holds the weights of a session that stopped inside an epoch (time
+    limit, Ctrl-C, SIGTERM); ``plan`` the plan measured before training (JSON).
+    """
 
     best_model: Path
     history: Path
     checkpoints: Path
     done: Path
     tensorboard: Path
+    last_model: Path
+    plan: Path
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class RunLayout:
             checkpoints=self.root / "checkpoints",
             done=self.root / "training_done.json",
             tensorboard=self.root / "tensorboard",
+            last_model=self.root / "last.keras",
+            plan=self.root / "plan.json",
         )
 
     @property
@@ -78,6 +86,8 @@ class RunLayout:
             checkpoints=self.root / "localizer_checkpoints",
             done=self.root / "localizer_done.json",
             tensorboard=self.root / "tensorboard" / "localizer",
+            last_model=self.root / "localizer_last.keras",
+            plan=self.root / "localizer_plan.json",
         )
 
     @property
@@ -89,6 +99,16 @@ class RunLayout:
     def best_model(self) -> Path:
         """Best VNet by validation mean Dice (train mean Dice without a val split)."""
         return self.vnet.best_model
+
+    @property
+    def last_model(self) -> Path:
+        """The VNet's weights when a session stopped inside an epoch (time limit, Ctrl-C)."""
+        return self.vnet.last_model
+
+    @property
+    def plan(self) -> Path:
+        """The VNet's training plan, measured on the device before training (JSON)."""
+        return self.vnet.plan
 
     @property
     def checkpoints(self) -> Path:
@@ -124,6 +144,12 @@ class RunLayout:
     def localizer_history(self) -> Path:
         """The localiser's training history (CSV)."""
         return self.localizer.history
+
+    @property
+    def localizer_rejected(self) -> Path:
+        """The localiser moved aside because its validation Dice stayed below
+        ``localizer.min_val_dice`` (kept to look at; prediction never loads it)."""
+        return self.root / "localizer_rejected.keras"
 
     @property
     def evaluation_dir(self) -> Path:

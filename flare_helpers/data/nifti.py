@@ -17,7 +17,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from isal import igzip
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from flare_helpers.data.cases import NIFTI_EXTENSIONS, Case
 from flare_helpers.data.fileio import atomic_path
@@ -54,6 +60,12 @@ class Geometry:
     def canonical_shape(self) -> tuple[int, int, int]:
         """Voxel shape after reorientation to RAS."""
         return tuple(int(self.shape[int(ax)]) for ax in np.argsort(self.ornt[:, 0]))
+
+    @property
+    def canonical_affine(self) -> np.ndarray:
+        """4×4 voxel → world (mm, RAS+: +x toward the patient's right) affine of the
+        canonical array (:meth:`to_canonical`'s voxel order)."""
+        return np.asarray(self.affine) @ inv_ornt_aff(self.ornt, self.shape)
 
     @property
     def canonical_spacing(self) -> tuple[float, float, float]:

@@ -18,7 +18,10 @@ of the coarse labels (``labels``, kept for comparison).
 
 In spacing mode a run folder with a ``localizer.keras`` first finds the organs
 on a coarse grid, and the windows cover only their box plus
-``infer.roi_margin_mm`` (:mod:`flare_helpers.localize.localizer`; ``infer.localize``).
+``infer.roi_margin_mm`` (:mod:`flare_helpers.localize.localizer`; ``infer.localize``),
+once the box passes :func:`~flare_helpers.localize.localizer.check_region` in the
+CT's world coordinates (organ sides, volumes, fewer windows); a box that fails is
+not used: the whole crop is predicted, with a one-line warning.
 The network computes in ``infer.precision`` (``auto``: bfloat16 only where the
 CPU has it natively); every prediction reports the precision it used, the
 windows it ran and the seconds of each stage (:class:`CaseReport`).
@@ -27,6 +30,7 @@ windows it ran and the seconds of each stage (:class:`CaseReport`).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +47,14 @@ from flare_helpers.data.labels import OrganSet, lr_swap_pairs
 from flare_helpers.data.layout import RunLayout
 from flare_helpers.data.nifti import Volume, load_image, save_like
 from flare_helpers.errors import FlareError, one_line
-from flare_helpers.localize.localizer import Localizer, Region, box_on_ct, load_localizer
+from flare_helpers.localize.localizer import (
+    Localizer,
+    Region,
+    box_on_ct,
+    check_region,
+    grid_affine,
+    load_localizer,
+)
 from flare_helpers.localize.localizer import localized_probabilities as _localized
 from flare_helpers.model.modelfile import check_model_file, load_model_file
 from flare_helpers.model.postprocess import keep_largest_component
@@ -255,13 +266,44 @@ def locate_on_ct(predictor: Predictor, image: Volume) -> tuple[tuple[slice, ...]
         return box_on_ct(box, x.shape, crop)
 
     organs = {cls: on_ct(box) for cls, box in region.organs.items()}
-    return crop, Region(organs, on_ct(region.box) if region.box is not None else None)
+    union = on_ct(region.box) if region.box is not None else None
+    return crop, Region(organs, union, region.volumes_ml)
+
+
+def checked_box(
+    predictor: Predictor, region: Region, x: np.ndarray, affine: np.ndarray | None = None
+) -> tuple[tuple[slice, ...] | None, str]:
+    """The localiser's margined box on the grid of ``x`` if it passes
+    :func:`~flare_helpers.localize.localizer.check_region`, else None and the reason
+    (also warned, on one line).
+
+    ``affine``: the grid's voxel → world (mm) affine
+    (:func:`~flare_helpers.localize.localizer.grid_affine`); None takes the grid's
+    spacing alone, which decides sides the same way (the grid is in canonical RAS
+    order: axis 0 increases toward the patient's right whatever the file's orientation).
+    """
+    if affine is None:
+        affine = np.diag([*predictor.localizer.fine_spacing, 1.0])
+    verdict = check_region(
+        region,
+        affine,
+        x.shape,
+        predictor.organs.organs,
+        patch=predictor.params.target_shape,
+        overlap=predictor.settings.overlap,
+    )
+    if verdict.ok:
+        return region.box, ""
+    reason = f"localiser box not used ({verdict.reason}): predicting the whole crop"
+    warnings.warn(reason, UserWarning, stacklevel=3)
+    return None, reason
 
 
 def volume_probabilities(
     predictor: Predictor,
     x: np.ndarray,
     *,
+    affine: np.ndarray | None = None,
     progress: bool = False,
     timer: StageTimer | None = None,
     report: dict | None = None,
@@ -270,9 +312,11 @@ def volume_probabilities(
 
     ``resize``: one network pass. ``spacing``: sliding windows of the network's
     input size, ``infer.batch_size`` windows per call, overlapping by ``infer.overlap``,
-    over the localiser's box when the run has one (:mod:`flare_helpers.localize.localizer`),
-    else over the whole body crop. ``timer`` gets the localize and network seconds;
-    ``report`` (a dict) gets ``windows_run``, ``windows_crop`` and a ``note``.
+    over the localiser's box when the run has one and the box passes its checks
+    (:func:`checked_box`, in the world coordinates of ``affine``, the grid of ``x``'s
+    voxel → world affine), else over the whole body crop. ``timer`` gets the localize
+    and network seconds; ``report`` (a dict) gets ``windows_run``, ``windows_crop``
+    and a ``note``.
     """
     timer = timer or StageTimer()
     report = {} if report is None else report
@@ -280,23 +324,25 @@ def volume_probabilities(
         with timer.stage("network"):
             report.update(windows_run=1, windows_crop=1)
             return probabilities(predictor, x[None])[0]
-    region = None
+    region, box, rejected = None, None, ""
     if uses_localizer(predictor):
         with timer.stage("localize"):
             region = locate(predictor, x)
+            if region.box is not None:
+                box, rejected = checked_box(predictor, region, x, affine)
     with timer.stage("network"):
         probs, windows = _localized(
             x,
             predictor.params.target_shape,
             _predict_fn(predictor),
-            region.box if region is not None else None,
+            box,
             overlap=predictor.settings.overlap,
             batch_size=predictor.settings.batch_size,
             progress=progress,
         )
     note = ""
     if region is not None:
-        note = windows.whole_crop_because or "localised box"
+        note = rejected or windows.whole_crop_because or "localised box"
         if windows.grown_faces:
             note += f", grown at {' '.join(windows.grown_faces)}"
     report.update(windows_run=windows.windows_run, windows_crop=windows.windows_crop, note=note)
@@ -345,7 +391,8 @@ def predict_volume(
     timer = timer or StageTimer()
     with timer.stage("preprocess"):
         x, box = prepare_image(image, predictor.params)
-    probs = volume_probabilities(predictor, x, timer=timer)
+    affine = grid_affine(image.geometry.canonical_affine, box, x.shape)
+    probs = volume_probabilities(predictor, x, affine=affine, timer=timer)
     with timer.stage("resample"):
         return labels_on_grid(predictor, probs, box, image.data.shape)
 
@@ -410,10 +457,16 @@ def predict_files(
             with shared.stage("preprocess"):
                 prepared = [prepare_image(image, predictor.params) for image in images]
             if batch == 1:
-                x = prepared[0][0]
+                x, crop = prepared[0]
+                affine = grid_affine(images[0].geometry.canonical_affine, crop, x.shape)
                 probs = [
                     volume_probabilities(
-                        predictor, x, progress=progress, timer=shared, report=windows
+                        predictor,
+                        x,
+                        affine=affine,
+                        progress=progress,
+                        timer=shared,
+                        report=windows,
                     )
                 ]
             else:

@@ -6,10 +6,18 @@ localiser's training configuration (trained by :mod:`flare_helpers.train`).
 """
 
 from flare_helpers.localize.localizer import (
+    ORGAN_ML,
+    ORGAN_SIDES,
+    BoxProblem,
+    BoxVerdict,
     Localizer,
     Region,
     box_on_ct,
     build_coarse_cache,
+    check_region,
+    gate_localizer,
+    grid_affine,
+    kept_localizer_dice,
     load_localizer,
     localized_probabilities,
     localizer_training_config,
@@ -17,10 +25,18 @@ from flare_helpers.localize.localizer import (
 )
 
 __all__ = [
+    "ORGAN_ML",
+    "ORGAN_SIDES",
+    "BoxProblem",
+    "BoxVerdict",
     "Localizer",
     "Region",
     "box_on_ct",
     "build_coarse_cache",
+    "check_region",
+    "gate_localizer",
+    "grid_affine",
+    "kept_localizer_dice",
     "load_localizer",
     "localized_probabilities",
     "localizer_training_config",

@@ -141,3 +141,65 @@ def resolve_mixed_precision(
         "mixed_float16",
         f"auto: the GPU's tensor cores compute float16 (compute capability {oldest[0]}.{oldest[1]})",
     )
+
+
+def host_peak_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (``getrusage``; psutil's current
+    RSS where ``resource`` is missing, e.g. on Windows; 0 where neither is)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes / KiB
+    except ImportError:
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**20
+        except ImportError:
+            return 0.0
+
+
+def reset_gpu_peak() -> None:
+    """Start a new GPU memory peak (:func:`gpu_peak_mib`); nothing on the CPU."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and gpu_names():
+        import tensorflow as tf
+
+        for index in range(len(gpu_names())):
+            tf.config.experimental.reset_memory_stats(f"GPU:{index}")
+    elif keras.backend.backend() == "torch" and gpu_names():
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak_mib() -> float | None:
+    """The backend's GPU memory peak in MiB (the largest over the GPUs), None on the CPU."""
+    import keras
+
+    if not gpu_names():
+        return None
+    backend = keras.backend.backend()
+    peaks: list[int] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        peaks = [
+            tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"]
+            for i in range(len(gpu_names()))
+        ]
+    elif backend == "jax":
+        import jax
+
+        for device in jax.devices():
+            if device.platform == "gpu":
+                stats = device.memory_stats() or {}
+                peaks.append(int(stats.get("peak_bytes_in_use", 0)))
+    elif backend == "torch":
+        import torch
+
+        peaks = [torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())]
+    return max(peaks) / 2**20 if peaks else None

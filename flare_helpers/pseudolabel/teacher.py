@@ -340,12 +340,18 @@ def case_volumes(images: str | Path, out_dir: str | Path, case_id: str):
 
 
 def confidence_table(rows: dict[str, dict]):
-    """``confidence.csv`` rows as a DataFrame indexed by case, numbers as numbers."""
+    """``confidence.csv`` rows as a DataFrame indexed by case, numbers as numbers.
+
+    A signal measured for no case (``anatomy`` unless ``pseudo.confidence`` names it,
+    ``agreement`` with ``pseudo.tta: none``) is left out rather than shown as a column
+    of NaN; the CSV keeps it empty.
+    """
     table = pd.DataFrame.from_dict(rows, orient="index").drop(columns="case_id", errors="ignore")
     for column in ("confidence", *SIGNALS, "organs_found", "seconds"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
     table["kept"] = table["kept"] == "True"
-    return table.sort_index()
+    unmeasured = [name for name in SIGNALS if table[name].isna().all()]
+    return table.drop(columns=unmeasured).sort_index()
 
 
 def best_and_worst(table) -> list[str]:

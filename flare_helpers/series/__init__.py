@@ -7,11 +7,23 @@ executed notebooks (:mod:`.runner`, ``flare-series``) and the cleaned copies in
 """
 
 from flare_helpers.series.session import (
+    ensure_cache,
     ensure_data,
+    ensure_model,
+    ensure_predictions,
     notebook_config,
     resolve,
     series_paths,
     zip_file,
 )
 
-__all__ = ["ensure_data", "notebook_config", "resolve", "series_paths", "zip_file"]
+__all__ = [
+    "ensure_cache",
+    "ensure_data",
+    "ensure_model",
+    "ensure_predictions",
+    "notebook_config",
+    "resolve",
+    "series_paths",
+    "zip_file",
+]

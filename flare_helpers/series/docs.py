@@ -9,6 +9,10 @@ all of them together within :data:`MAX_TOTAL_BYTES`. A test checks that their
 code cells still match the notebook sources. On the way they are cleaned for a
 reader (:func:`clean_notebook`; publishing a published notebook changes nothing):
 
+- a first cell saying how it ran (:func:`run_header`): the profile, the parameters
+  papermill injected, the machine (from the runner's record,
+  :data:`~flare_helpers.series.runner.RUN_RECORD`), the date and the notebook's wall
+  time (papermill's metadata);
 - no absolute path of the build machine: the folder ``make docs`` ran in (and the
   checkout and working folder papermill's metadata names) become relative paths, the
   home folder ``~``, and papermill's path metadata is dropped;
@@ -25,15 +29,19 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.std import Bar
 
 from flare_helpers.data.fileio import write_text_atomic
 from flare_helpers.errors import FlareError
+from flare_helpers.series.runner import RUN_RECORD, read_run_record
+from flare_helpers.series.session import format_seconds
 
 #: Budget of all published notebooks together (the issue's 10 MB).
 MAX_TOTAL_BYTES = 10 * 1024 * 1024
@@ -58,6 +66,103 @@ MACHINE_PATH = re.compile(
 #: Strings never rewritten or searched for paths: encoded pictures and plotly's arrays.
 _BINARY_KEYS = ("image/", "bdata")
 _DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
+
+
+#: Tag of the published notebooks' first cell, which says how the notebook ran.
+HEADER_TAG = "flare-run"
+
+
+def _literal(value) -> str:
+    """A parameter's value as papermill writes it into the notebook (Python literals)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _wall_time(notebook) -> tuple[datetime, float]:
+    """When the notebook started (UTC) and its wall time in seconds, from papermill's
+    metadata: the notebook's ``duration``, else its cells' first start to last end."""
+    meta = notebook.metadata.get("papermill", {})
+    cells = [c.metadata.get("papermill", {}) for c in notebook.cells]
+    starts = [c["start_time"] for c in cells if c.get("start_time")]
+    ends = [c["end_time"] for c in cells if c.get("end_time")]
+    start_text = meta.get("start_time") or min(starts, default=None)
+    if start_text is None:
+        raise FlareError("papermill recorded no start time in this notebook")
+    start = datetime.fromisoformat(str(start_text))
+    start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start
+    duration = meta.get("duration")
+    if duration is None:
+        if not ends:
+            raise FlareError("papermill recorded no run time in this notebook")
+        last = datetime.fromisoformat(str(max(ends)))
+        last = last.replace(tzinfo=timezone.utc) if last.tzinfo is None else last
+        duration = (last - start).total_seconds()
+    return start.astimezone(timezone.utc), float(duration)
+
+
+def run_header(notebook, run: Mapping) -> str:
+    """The Markdown of a published notebook's first cell: how it ran.
+
+    Args:
+        notebook: the executed ``nbformat`` notebook, papermill's metadata still in it.
+        run: its entry of the runner's record (``profile``, ``machine``, ``fresh_runtime``).
+    """
+    started, seconds = _wall_time(notebook)
+    params = notebook.metadata.get("papermill", {}).get("parameters") or {}
+    cells = [
+        c.source for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])
+    ]
+    shown = re.findall(r"^(\w+) = ", cells[0] if cells else "", re.M)  # the cell's order
+    names = [n for n in shown if n in params] + sorted(set(params) - set(shown))
+    injected = " · ".join(f"`{k} = {_literal(params[k])}`" for k in names) or "none"
+    rows = [
+        ("profile", f"`{run['profile']}`"),
+        ("parameters papermill injected", injected),
+        ("machine", str(run["machine"])),
+        ("date", started.strftime("%Y-%m-%d %H:%M UTC")),
+        ("wall time", format_seconds(seconds)),
+    ]
+    if run.get("fresh_runtime"):
+        rows.append(("runtime", "fresh: a new, empty `data_root` (only `work_dir` and the zip)"))
+    table = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows)
+    return (
+        "**How this notebook ran** (recorded by `flare-series`; the cells below are the "
+        f"notebook's own)\n\n| | |\n|---|---|\n{table}\n"
+    )
+
+
+def add_run_header(notebook, run: Mapping | None, source: Path) -> None:
+    """Open an executed notebook with its :func:`run_header` cell (in place).
+
+    A notebook that already opens with one (published before) keeps it; one that
+    papermill did not execute (no ``parameters`` in its metadata) gets none.
+
+    Raises:
+        FlareError: papermill executed it but the runner's record has no entry for it.
+    """
+    import nbformat
+
+    first = notebook.cells[0] if notebook.cells else None
+    if first is not None and HEADER_TAG in first.metadata.get("tags", []):
+        return
+    if "parameters" not in notebook.metadata.get("papermill", {}):
+        return
+    if run is None:
+        raise FlareError(
+            f"no entry in {RUN_RECORD} beside it says how it ran: run the series with "
+            "flare-series, then publish",
+            source,
+        )
+    cell = nbformat.v4.new_markdown_cell(run_header(notebook, run))
+    cell.metadata["tags"] = [HEADER_TAG]
+    if "id" in cell:
+        cell["id"] = HEADER_TAG
+    notebook.cells.insert(0, cell)
 
 
 def compress_image(png: bytes, max_width: int = MAX_IMAGE_WIDTH) -> tuple[str, bytes]:
@@ -126,7 +231,8 @@ def machine_paths(notebook) -> list[str]:
 
 def _rewrite_prefixes(notebook, prefixes: Mapping[str, str]) -> None:
     """Replace each absolute folder in ``prefixes`` (longest first) by its stand-in: ``""``
-    (paths below the folder become relative to it, the folder itself ``.``) or ``"~"``."""
+    (paths below the folder become relative to it, the folder itself ``.``), ``"~"`` or a
+    relative name such as ``"data"``."""
     if not prefixes:
         return
     ordered = sorted(prefixes, key=len, reverse=True)
@@ -147,7 +253,7 @@ def _machine_folders(notebook, root: Path) -> dict[str, str]:
 
     The folder publishing runs in (``make docs``: the checkout), the checkout and the
     working folder papermill's metadata names (the notebooks' folder's parent, the
-    executed copy's folder's parent) and the home folder.
+    executed copy's folder's parent), a fresh runtime's data_root and the home folder.
     """
     meta = notebook.metadata.get("papermill", {})
     roots = {root}
@@ -165,6 +271,10 @@ def _machine_folders(notebook, root: Path) -> dict[str, str]:
     for work in works:  # outside every root: paths there become relative to it
         if not any(work.is_relative_to(r) for r in roots):
             folders[str(work)] = ""
+    # a fresh runtime's own empty data_root (``flare-series --fresh-runtimes``): "data"
+    data_root = Path(str((meta.get("parameters") or {}).get("data_root") or ""))
+    if data_root.is_absolute() and not any(data_root.is_relative_to(r) for r in roots | works):
+        folders[str(data_root)] = "data"
     folders.update({str(r): "" for r in roots})
     folders.setdefault(str(Path.home()), "~")
     return {folder: stand_in for folder, stand_in in folders.items() if folder != root.anchor}
@@ -297,17 +407,19 @@ def publish_notebooks(
     max_total_bytes: int = MAX_TOTAL_BYTES,
     root: str | Path | None = None,
 ) -> list[Path]:
-    """Copy the executed ``NN_*.ipynb`` of a series run into ``out_dir``, cleaned for readers
-    (:func:`clean_notebook`, paths made relative to ``root``, default the current folder)
-    and pictures compressed.
+    """Copy the executed ``NN_*.ipynb`` of a series run into ``out_dir``, each opened with how
+    it ran (:func:`add_run_header`, from the runner's record in ``executed_dir``), cleaned for
+    readers (:func:`clean_notebook`, paths made relative to ``root``, default the current
+    folder) and pictures compressed.
 
     Returns:
         The written notebooks, in order.
 
     Raises:
-        FlareError: no executed notebooks, a notebook with an error output, an absolute
-            path of the machine left after cleaning, or more than ``max_total_bytes`` in
-            all (nothing is written then).
+        FlareError: no executed notebooks, a notebook with an error output, one that
+            the runner's record does not list, an absolute path of the machine left
+            after cleaning, or more than ``max_total_bytes`` in all (nothing is written
+            then).
     """
     import nbformat
 
@@ -315,6 +427,7 @@ def publish_notebooks(
     sources = sorted(executed_dir.glob("[0-9][0-9]_*.ipynb"))
     if not sources:
         raise FlareError("no executed notebooks here (run flare-series first)", executed_dir)
+    record = read_run_record(executed_dir)
     texts = {}
     for source in sources:
         notebook = nbformat.read(source, as_version=4)
@@ -326,6 +439,7 @@ def publish_notebooks(
         ]
         if failed:
             raise FlareError(f"holds an error output ({failed[0].get('ename')})", source)
+        add_run_header(notebook, record.get(source.stem), source)
         clean_notebook(notebook, root)
         left = machine_paths(notebook)
         if left:

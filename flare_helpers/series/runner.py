@@ -3,19 +3,31 @@
 ``flare-series --profile ci|demo|colab`` runs 01 → 06 through papermill with
 the profile's parameters (``notebooks/params/<profile>.yaml``), writes the
 executed notebooks and the parameters used to ``<work_dir>/notebooks/``, and
-stops at the first failing notebook with that cell's error.
+stops at the first failing notebook with that cell's error. Beside them,
+:data:`RUN_RECORD` says, per notebook, which profile ran it on which machine
+(:func:`describe_machine`); publishing (:mod:`flare_helpers.series.docs`) opens
+each notebook with it.
+
+``--fresh-runtimes`` runs each notebook as Colab runs one opened from its badge:
+in a new, empty ``data_root`` (removed afterwards), sharing only ``work_dir`` and
+the zip with the others, so each notebook must bring back what it needs
+(:mod:`flare_helpers.series.session`).
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import subprocess
+import tempfile
 import types
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from flare_helpers.data.fileio import write_text_atomic
+from flare_helpers.data.fileio import read_json, write_json_atomic, write_text_atomic
 from flare_helpers.errors import FlareError
 
 
@@ -95,6 +107,74 @@ def _papermill() -> types.ModuleType:
     return papermill
 
 
+#: Beside the executed notebooks: per notebook, the profile, the machine and whether it ran
+#: in a fresh runtime (what :func:`flare_helpers.series.docs.publish_notebooks` states).
+RUN_RECORD = "series_run.json"
+
+
+def profile_name(profile: str | Path) -> str:
+    """How a profile is called: ``ci`` for ``ci`` and for ``…/ci.yaml``."""
+    return Path(profile).stem if Path(profile).suffix else str(profile)
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :mod:`platform`)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
+                return " ".join(value.split())
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _gpu_names() -> list[str]:
+    """NVIDIA GPUs ``nvidia-smi`` lists (none without it)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        done = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def describe_machine() -> str:
+    """One line: the GPU(s), else ``no GPU``, and the CPU model with its cores and system."""
+    cpu = f"{_cpu_model()} ({os.cpu_count() or '?'} CPU cores, {platform.system()} "
+    cpu += f"{platform.machine()})"
+    gpus = _gpu_names()
+    if not gpus:
+        return f"{cpu}, no GPU"
+    counts = {name: gpus.count(name) for name in dict.fromkeys(gpus)}
+    listed = ", ".join(f"{n} × {name}" if n > 1 else name for name, n in counts.items())
+    return f"GPU {listed}; CPU {cpu}"
+
+
+def read_run_record(folder: str | Path) -> dict[str, dict]:
+    """Per notebook (``01_extract`` …): the profile, machine and runtime it ran with ({} when
+    the folder has no :data:`RUN_RECORD`)."""
+    path = Path(folder) / RUN_RECORD
+    return dict(read_json(path).get("notebooks", {})) if path.is_file() else {}
+
+
+def record_run(
+    out_dir: str | Path, notebook: str, *, profile: str, machine: str, fresh_runtime: bool = False
+) -> Path:
+    """Add (or replace) one notebook's entry of :data:`RUN_RECORD` in ``out_dir``."""
+    record = read_run_record(out_dir)
+    record[notebook] = {"profile": profile, "machine": machine, "fresh_runtime": fresh_runtime}
+    return write_json_atomic(
+        Path(out_dir) / RUN_RECORD, {"notebooks": dict(sorted(record.items()))}
+    )
+
+
 def parameters_for(notebook: Path, profile: dict) -> dict:
     """Profile parameters that ``notebook`` declares in its ``parameters`` cell, as written.
 
@@ -117,8 +197,14 @@ def run_series(
     only: Sequence[str] = (),
     base: Path | None = None,
     progress: bool = True,
+    fresh_runtimes: bool = False,
 ) -> Path:
     """Execute the notebooks in order with a profile; return the folder of executed copies.
+
+    Args:
+        fresh_runtimes: run each notebook with a new, empty ``data_root`` (removed after
+            it), as Colab runs each notebook in its own runtime: only ``work_dir`` and the
+            zip are shared, so each notebook must re-create what it needs.
 
     Raises:
         FlareError: unknown profile, or a notebook failed (naming the notebook
@@ -131,21 +217,34 @@ def run_series(
     out_dir = work_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {}
+    machine = describe_machine()
     # Kernels inherit the environment: headless viewers, and TensorFlow's C++ info lines hidden
     # (those that honour TF_CPP_MIN_LOG_LEVEL; KERNEL_ARGUMENTS keeps the rest out of the cells).
     env = {
         "FLARE_HEADLESS": "1",
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
     }
-    old_env = {k: os.environ.get(k) for k in env}
+    old_env = {k: os.environ.get(k) for k in [*env, "FLARE_DATA_ROOT"]}
     os.environ.update(env)
     try:
         for notebook in notebooks():
             if only and not any(notebook.stem.startswith(prefix) for prefix in only):
                 continue
             params = parameters_for(notebook, settings)
+            runtime = None
+            if fresh_runtimes and "data_root" in params:
+                runtime = Path(tempfile.mkdtemp(prefix=f"flare-runtime-{notebook.stem}-"))
+                params["data_root"] = str(runtime)
+                os.environ["FLARE_DATA_ROOT"] = str(runtime)  # wins over the parameter
             record[notebook.stem] = params
             write_text_atomic(out_dir / "parameters.yaml", yaml.safe_dump(record, sort_keys=False))
+            record_run(
+                out_dir,
+                notebook.stem,
+                profile=profile_name(profile),
+                machine=machine,
+                fresh_runtime=runtime is not None,
+            )
             target = out_dir / notebook.name
             try:
                 papermill.execute_notebook(
@@ -162,6 +261,9 @@ def run_series(
                 raise FlareError(
                     f"failed at {message} (executed copy: {target})", notebook
                 ) from exc
+            finally:
+                if runtime is not None:
+                    shutil.rmtree(runtime, ignore_errors=True)
     finally:
         for key, value in old_env.items():
             if value is None:

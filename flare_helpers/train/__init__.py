@@ -2,7 +2,9 @@
 
 Takes: a preprocessed cache, its split and a :class:`~flare_helpers.config.Config`.
 Gives: a run folder with ``best.keras``/``last.keras``, ``config.yaml``, the history
-and the training plan. The VNet and the localiser both train through :func:`train_network`.
+and the training plan (``plan.json``: a few steps measured on the device before training,
+:func:`measure_plan`). The VNet and the localiser both train through :func:`train_network`,
+within one time limit for the whole run (:class:`Deadline`, checked after every step).
 """
 
 from flare_helpers.train.augment import (
@@ -17,9 +19,21 @@ from flare_helpers.train.augment import (
     transformed_patch,
 )
 from flare_helpers.train.batches import FlareDataset, weighted_training_cases
-from flare_helpers.train.budget import GPU_EFFICIENCY, T4, plan_training, vnet_flops
+from flare_helpers.train.budget import (
+    COLAB_SESSION_HOURS,
+    GPU_EFFICIENCY,
+    T4,
+    Deadline,
+    MeasuredPlan,
+    StepTimes,
+    eta_seconds,
+    plan_training,
+    tolerance_seconds,
+    vnet_flops,
+)
 from flare_helpers.train.callbacks import (
     BestCheckpoint,
+    BudgetEnded,
     EarlyStopFromHistory,
     EpochScheduler,
     HistoryLog,
@@ -46,15 +60,23 @@ from flare_helpers.train.loop import (
     load_initial_weights,
     make_callbacks,
     make_datasets,
+    measure_plan,
     open_run_folder,
     prepare_run,
     set_determinism,
+    sigterm_as_interrupt,
     train_network,
 )
 from flare_helpers.train.patches import cut_patch, organ_patch_starts, patch_start
+from flare_helpers.train.plan import probe
 
 __all__ = [
     "BestCheckpoint",
+    "BudgetEnded",
+    "COLAB_SESSION_HOURS",
+    "Deadline",
+    "MeasuredPlan",
+    "StepTimes",
     "EarlyStopFromHistory",
     "EpochScheduler",
     "FlareDataset",
@@ -76,6 +98,7 @@ __all__ = [
     "draw_params",
     "ema_name",
     "eta_line",
+    "eta_seconds",
     "finish_run",
     "fit",
     "format_duration",
@@ -87,16 +110,20 @@ __all__ = [
     "lr_schedule",
     "make_callbacks",
     "make_datasets",
+    "measure_plan",
     "moving_average",
     "open_run_folder",
     "organ_patch_starts",
     "patch_start",
     "plan_training",
     "prepare_run",
+    "probe",
     "rotation_matrix",
     "sampling_matrix",
     "save_model_atomic",
     "set_determinism",
+    "sigterm_as_interrupt",
+    "tolerance_seconds",
     "train_network",
     "transformed_patch",
     "vnet_flops",

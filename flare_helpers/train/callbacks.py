@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import keras
 from tqdm.auto import tqdm
 
 from flare_helpers.data.fileio import atomic_path, read_history, write_text_atomic
+from flare_helpers.train.budget import ETA_CAP_HOURS, Deadline, eta_seconds, format_duration
 
 _CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.keras$")
 
@@ -162,25 +164,77 @@ class EarlyStopFromHistory(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class TimeLimit(keras.callbacks.Callback):
-    """Stop after the first epoch that ends more than ``minutes`` after training started.
+class BudgetEnded(Exception):
+    """Raised by :class:`TimeLimit` inside an epoch to end ``fit`` at once.
 
-    For a fixed compute budget (a Colab session, a benchmark): the run stops at
-    an epoch boundary with its checkpoint written, and running it again resumes
-    for another ``minutes``.
+    Keras would otherwise validate the partial epoch and run every epoch-end
+    callback, whose checkpoint would claim a finished epoch.
+    :func:`flare_helpers.train.loop.fit` catches it and saves the model.
     """
 
-    def __init__(self, minutes: float) -> None:
-        super().__init__()
-        self.seconds = 60.0 * minutes
-        self.start = time.monotonic()
-        self.stopped = False
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.start = time.monotonic()
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training at ``deadline``, checked after every step; counts the steps run.
+
+    Inside an epoch it raises :class:`BudgetEnded`: the partial epoch is not
+    recorded (no history row, no checkpoint), so a rerun repeats it from the last
+    checkpoint exactly as an uninterrupted run would; the caller saves the weights
+    (``last.keras``). At an epoch end it sets ``model.stop_training``: that epoch
+    is complete and saved. It stops early by what ending costs, so the run ends by
+    its deadline: the last step's time, plus ``end_seconds`` (saving the model),
+    plus ``validate_seconds`` while no validated model exists (a final validation
+    and ``best.keras``). On the last step of an epoch it lets the epoch finish.
+
+    Attributes:
+        stopped: the deadline ended training.
+        stopped_inside: ``(epoch, steps run, steps per epoch)`` of a stop inside an
+            epoch (epoch 0-based), else None.
+        steps: training steps run in this ``fit``.
+    """
+
+    def __init__(
+        self,
+        deadline: Deadline,
+        *,
+        end_seconds: float = 0.0,
+        validate_seconds: float = 0.0,
+        validated: bool = False,
+    ) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.end_seconds = float(end_seconds)
+        self.validate_seconds = float(validate_seconds)
+        self.validated = validated
+        self.stopped = False
+        self.stopped_inside: tuple[int, int, int] | None = None
+        self.steps = 0
+        self.epoch = 0
+        self._last = time.monotonic()
+
+    def reserve(self, step_seconds: float = 0.0) -> float:
+        """Seconds before the deadline at which to stop: one step and what ending costs."""
+        validate = 0.0 if self.validated else self.validate_seconds
+        return step_seconds + self.end_seconds + validate
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        step, self._last = now - self._last, now
+        self.steps += 1
+        total = int(self.params.get("steps") or 0)
+        if total and batch + 1 >= total:
+            return  # the epoch's end is next: let it finish and save
+        if self.deadline.left(now) <= self.reserve(step):
+            self.stopped = True
+            self.stopped_inside = (self.epoch, batch + 1, total)
+            raise BudgetEnded(f"time limit reached in epoch {self.epoch + 1}, step {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if time.monotonic() - self.start >= self.seconds:
+        self.validated = True  # the epoch's row is logged, best.keras saved by its monitor
+        if self.deadline.left() <= self.reserve():
             self.stopped = True
             self.model.stop_training = True
 
@@ -211,50 +265,84 @@ class EpochScheduler(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.schedule(epoch))
 
 
-def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"3 min 05 s"``, ``"2 h 10 min"``: a duration for a log line."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+def eta_line(
+    epoch: int,
+    epochs: int,
+    took: float,
+    *,
+    seconds_per_step: float,
+    steps_per_epoch: int,
+    epoch_fixed_seconds: float = 0.0,
+    time_left: float = math.inf,
+    now: float | None = None,
+) -> str:
+    """``"epoch 3/100 took 12 s (0.045 s/step); 97 to go: about 19 min 24 s (done at 12:19)"``.
 
-
-def eta_line(epoch: int, epochs: int, durations: list[float], now: float | None = None) -> str:
-    """``"epoch 3/100 took 12.3 s; 97 to go: about 20 min 00 s (done at 14:05)"``.
-
-    The estimate is the mean time of this session's epochs after the first (which
-    also pays for compiling the model), or the first when it is the only one.
+    The time left is predicted from measured step times (a median, so a stalled
+    step does not skew it) and each epoch's measured fixed cost (validation,
+    saving), never from a whole first epoch that also compiled the model. With a
+    time limit it never promises past the limit: when the epochs left need more,
+    the line says when the limit ends the run instead. Beyond
+    :data:`~flare_helpers.train.budget.ETA_CAP_HOURS` it says "more than".
     """
-    took = durations[-1]
-    typical = durations[1:] if len(durations) > 1 else durations
     left = max(0, epochs - epoch - 1)
-    line = f"epoch {epoch + 1}/{epochs} took {format_duration(took)}"
+    line = (
+        f"epoch {epoch + 1}/{epochs} took {format_duration(took)} ({seconds_per_step:.3g} s/step)"
+    )
     if left == 0:
         return line
-    eta = left * sum(typical) / len(typical)
-    finish = time.strftime("%H:%M", time.localtime((now or time.time()) + eta))
+    eta = eta_seconds(left * steps_per_epoch, seconds_per_step, left, epoch_fixed_seconds)
+    now = time.time() if now is None else now
+    if eta > time_left:
+        stop = max(0.0, time_left)
+        per_epoch = steps_per_epoch * seconds_per_step + epoch_fixed_seconds
+        more = int(stop // per_epoch) if per_epoch > 0 else left
+        finish = time.strftime("%H:%M", time.localtime(now + stop))
+        return (
+            f"{line}; {left} to go, but the time limit ends the run in {format_duration(stop)} "
+            f"(at {finish}), after about {more} more"
+        )
+    if eta > ETA_CAP_HOURS * 3600:
+        return f"{line}; {left} to go: more than {ETA_CAP_HOURS:.0f} h"
+    finish = time.strftime("%H:%M", time.localtime(now + eta))
     return f"{line}; {left} to go: about {format_duration(eta)} (done at {finish})"
 
 
 class TqdmProgress(keras.callbacks.Callback):
     """One tqdm bar per epoch (tqdm.auto: a widget in notebooks, text in consoles), then a line
-    with the epoch's time and an estimate of the time left for the configured epochs."""
+    with the epoch's time and the time left (:func:`eta_line`), from the steps measured.
 
-    def __init__(self, epochs: int) -> None:
+    Args:
+        epochs: the run's epochs.
+        deadline: the time limit the line must not promise past.
+        seconds_per_step, epoch_fixed_seconds: the measured plan's, used until this
+            session has measured its own (steps after its first, whole epochs).
+    """
+
+    def __init__(
+        self,
+        epochs: int,
+        *,
+        deadline: Deadline | None = None,
+        seconds_per_step: float | None = None,
+        epoch_fixed_seconds: float = 0.0,
+    ) -> None:
         super().__init__()
         self.epochs = epochs
+        self.deadline = deadline
         self.bar: tqdm | None = None
-        self.durations: list[float] = []
-        self._start = time.monotonic()
+        self.step_seconds: list[float] = []
+        self.planned_step = seconds_per_step
+        self.fixed_seconds = float(epoch_fixed_seconds)
+        self._start = self._last = time.monotonic()
+        self._seen = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._start = time.monotonic()
+        self._seen = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._last = time.monotonic()
         self.bar = tqdm(
             total=self.params.get("steps"),
             desc=f"epoch {epoch + 1}/{self.epochs}",
@@ -263,10 +351,21 @@ class TqdmProgress(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        if self._seen:  # the session's first step may have built the model's functions
+            self.step_seconds = [*self.step_seconds[-499:], now - self._last]
+        self._seen += 1
+        self._last = now
         if self.bar is not None:
             self.bar.update(1)
             if logs and "loss" in logs:
                 self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def seconds_per_step(self) -> float:
+        """The median of this session's measured steps (the plan's until there are any)."""
+        if self.step_seconds:
+            return float(statistics.median(self.step_seconds))
+        return self.planned_step if self.planned_step is not None else 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.bar is not None:
@@ -276,9 +375,28 @@ class TqdmProgress(keras.callbacks.Callback):
             self.bar = None
         # From the previous epoch's end: includes its checkpoint writing, as the ETA should.
         now = time.monotonic()
-        self.durations.append(now - self._start)
-        self._start = now
-        tqdm.write(eta_line(epoch, self.epochs, self.durations))
+        took, self._start = now - self._start, now
+        steps = int(self.params.get("steps") or 0)
+        step = self.seconds_per_step() or took / max(steps, 1)  # one-step epochs, no plan
+        if epoch > 0 or self.planned_step is None:  # after the first: no compiling inside
+            self.fixed_seconds = max(0.0, took - steps * step)
+        time_left = self.deadline.left(now) if self.deadline is not None else math.inf
+        tqdm.write(
+            eta_line(
+                epoch,
+                self.epochs,
+                took,
+                seconds_per_step=step,
+                steps_per_epoch=steps,
+                epoch_fixed_seconds=self.fixed_seconds,
+                time_left=time_left,
+            )
+        )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 _SHOWN = {"loss", "mean_dice", "val_loss", "val_mean_dice"}

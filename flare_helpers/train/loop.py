@@ -19,11 +19,18 @@ trains in the folder, and in what order, is the workflow's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import dataclasses
+import gc
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+from tqdm.auto import tqdm
 
 from flare_helpers.config import Config, load_run_config, save_config
 from flare_helpers.data.fileio import read_json, write_json_atomic
@@ -39,6 +46,8 @@ from flare_helpers.model.modelfile import load_model_file
 from flare_helpers.model.vnet import vnet_from_config
 from flare_helpers.train import callbacks as cb
 from flare_helpers.train.batches import FlareDataset, weighted_training_cases
+from flare_helpers.train.budget import Deadline, MeasuredPlan, format_duration
+from flare_helpers.train.plan import probe
 
 #: Sections that must match to resume a run (the rest, e.g. epochs, may change).
 _FIXED_SECTIONS = ("data.organs", "preprocess", "model")
@@ -46,7 +55,16 @@ _FIXED_SECTIONS = ("data.organs", "preprocess", "model")
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :func:`train_network` (the VNet's or the localiser's)."""
+    """Outcome of :func:`train_network` (the VNet's or the localiser's).
+
+    ``best_model`` is the model a run leaves: ``best.keras`` (by ``monitor``), or
+    ``last.keras`` where a run stopped before any validation could pick one. The
+    rest describes this session: ``stopped_by`` ("time limit" or empty),
+    ``stopped_inside`` ``(epoch, steps run, steps per epoch)`` of a stop inside an
+    epoch (epoch 0-based), ``last_model`` the weights saved then, ``steps_run``
+    and ``fit_seconds`` (training, end-of-run saving included) and
+    ``session_seconds`` (from this network's start: plan, building, training).
+    """
 
     run_dir: Path
     best_model: Path
@@ -57,6 +75,47 @@ class TrainResult:
     monitor: str
     resumed_from: int
     replicas: int = 1
+    epochs: int = 0
+    stopped_by: str = ""
+    stopped_inside: tuple[int, int, int] | None = None
+    last_model: Path | None = None
+    steps_run: int = 0
+    fit_seconds: float = 0.0
+    session_seconds: float = 0.0
+    time_limit_seconds: float = math.inf
+
+    def stop_line(self) -> str:
+        """What ended this session early (empty when nothing did)."""
+        if not self.stopped_by:
+            return ""
+        name = self.best_model.name if self.best_model.name != "last.keras" else "the run"
+        took = format_duration(self.session_seconds)
+        limit = format_duration(self.time_limit_seconds)
+        if self.stopped_inside is not None:
+            epoch, steps, total = self.stopped_inside
+            return (
+                f"{name}: the {self.stopped_by} ended training inside epoch {epoch + 1} after "
+                f"{steps} of {total} steps ({took} of {limit}); that epoch is not recorded: "
+                "running again repeats it from the last checkpoint"
+            )
+        return (
+            f"{name}: the {self.stopped_by} ended training after epoch {self.epochs_completed} "
+            f"of {self.epochs} ({took} of {limit}); running again goes on"
+        )
+
+    def model_line(self) -> str:
+        """Which model the run leaves, and the last weights where they were saved."""
+        if self.best_model.name == (self.last_model.name if self.last_model else None):
+            return (
+                f"model left: {self.best_model} (the last weights; no validation ran, the "
+                "split has no validation cases)"
+            )
+        if self.best_epoch > 0:
+            what = f"best {self.monitor} {self.best_value:.4f} at epoch {self.best_epoch}"
+        else:
+            what = f"one validation when it stopped: {self.monitor} {self.best_value:.4f}"
+        line = f"model left: {self.best_model} ({what})"
+        return f"{line}; last weights: {self.last_model}" if self.last_model else line
 
 
 def _fixed_settings(cfg_dict: dict) -> dict:
@@ -213,12 +272,15 @@ class RunFolder:
         splits: the split its networks train on (the folder's copy once written).
         finished: the saved summary of a run whose VNet is already trained to
             ``train.epochs`` (then the data was not touched), else None.
+        deadline: the whole run's time limit (``train.time_limit_minutes``), counted
+            from when the folder and its data were ready.
     """
 
     layout: RunLayout
     lock: FolderLock
     splits: dict[str, list[str]]
     finished: dict | None = None
+    deadline: Deadline = Deadline(0.0)
 
     def __str__(self) -> str:
         if self.finished is not None:
@@ -273,7 +335,8 @@ def open_run_folder(
             write_json_atomic(layout.splits, splits)
         if not splits["train"]:
             raise FlareError("the training split is empty", layout.splits)
-        return RunFolder(layout, lock, splits)
+        deadline = Deadline.after(60.0 * cfg.train.time_limit_minutes)
+        return RunFolder(layout, lock, splits, deadline=deadline)
     except BaseException:
         lock.release()  # also removes the folder if the lock made it and nothing was written
         raise
@@ -295,6 +358,13 @@ class TrainingRun:
         history: the history log, holding the rows of the completed epochs.
         checkpoint: the resume checkpoint to restore, if any.
         finished: the saved summary of a network already trained to ``train.epochs``.
+        deadline: this network's time limit (its start: when it was prepared).
+        section: the settings section of its epochs (``train``; ``localizer``).
+        plan: the plan measured before training (:func:`measure_plan`), if any.
+        time_limit: the callback that ends training at ``deadline`` and counts steps.
+        fit_seconds: time spent in :func:`fit` this session.
+        last_model: ``files.last_model`` once saved this session.
+        final_validation: the validation run when training stopped before any other.
     """
 
     files: ModelFiles
@@ -306,7 +376,13 @@ class TrainingRun:
     checkpoint: Path | None = None
     finished: dict | None = None
     replicas: int = 1
+    deadline: Deadline = Deadline(0.0)
+    section: str = "train"
+    plan: MeasuredPlan | None = None
     time_limit: cb.TimeLimit | None = None
+    fit_seconds: float = 0.0
+    last_model: Path | None = None
+    final_validation: dict[str, float] | None = None
 
     @property
     def to_train(self) -> bool:
@@ -326,12 +402,22 @@ class TrainingRun:
         )
 
 
-def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) -> TrainingRun:
+def prepare_run(
+    cfg: Config,
+    splits: dict[str, list[str]],
+    files: ModelFiles,
+    *,
+    deadline: Deadline | None = None,
+    section: str = "train",
+) -> TrainingRun:
     """Where the network of ``files`` stands: finished, or the epoch and checkpoint to resume from.
 
     ``cfg.train.epochs`` is this network's budget (the localiser's settings come in
     as a config of their own, :func:`flare_helpers.localize.localizer.localizer_training_config`).
+    Its time limit starts now: ``cfg.train.time_limit_minutes``, but never past
+    ``deadline`` (the whole run's, :attr:`RunFolder.deadline`).
     """
+    deadline = (deadline or Deadline.after(0.0)).within(60.0 * cfg.train.time_limit_minutes)
     if files.done.exists() and read_json(files.done).get("epochs") == cfg.train.epochs:
         done = read_json(files.done)
         completed = int(done["epochs_completed"])
@@ -345,6 +431,8 @@ def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) ->
             cb.HistoryLog(files.history, completed),
             checkpoint[1] if checkpoint is not None else None,
             finished=done,
+            deadline=deadline,
+            section=section,
         )
     monitor = cb.ema_name("val_mean_dice" if splits["val"] else "mean_dice")
     latest = cb.latest_checkpoint(files.checkpoints)
@@ -359,6 +447,8 @@ def prepare_run(cfg: Config, splits: dict[str, list[str]], files: ModelFiles) ->
         cfg.train.epochs if more else initial_epoch,
         history,
         latest[1] if latest is not None else None,
+        deadline=deadline,
+        section=section,
     )
 
 
@@ -413,15 +503,78 @@ def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
     return model
 
 
+def measure_plan(
+    cfg: Config,
+    run: TrainingRun,
+    model: keras.Model,
+    train_data: FlareDataset,
+    *,
+    progress: bool = True,
+) -> MeasuredPlan | None:
+    """Time ``train.plan_steps`` real training steps on this device and predict the run.
+
+    Before them one warm-up step builds (compiles) the training function, and one
+    validation batch the evaluation function, which training then reuses; then one
+    full validation pass and one save of the model are timed. The steps train the
+    model itself, on batches of their own, and every model and optimiser variable
+    is put back afterwards (:func:`flare_helpers.train.plan.probe`): training gives
+    the same weights as without the plan. Their time counts against the time limit.
+
+    Writes the plan to ``run.files.plan`` (JSON) and keeps it in ``run.plan`` (the
+    time limit's reserve and the ETA use it); prints it when ``progress``.
+
+    Returns:
+        The plan, or None with ``train.plan_steps: 0`` or nothing left to train.
+    """
+    steps = cfg.train.plan_steps
+    if steps == 0 or not run.to_train:
+        return None
+    val_ids = run.splits["val"]
+
+    def batches(n: int, val: list[str]) -> tuple[FlareDataset, FlareDataset | None]:
+        changed = cfg.replace(train={"steps_per_epoch": n})
+        return make_datasets(changed, {**run.splits, "val": val}, initial_epoch=run.initial_epoch)
+
+    warmup, val_warmup = batches(1, val_ids[: max(1, run.replicas)])
+    timed, val_data = batches(steps + 1, val_ids)  # the first also starts the batch workers
+    measured = probe(
+        model,
+        warmup,
+        timed,
+        val_warmup,
+        val_data,
+        save_path=run.files.plan.with_suffix(".probe.keras"),
+    )
+    section = run.section
+    plan = MeasuredPlan(
+        network=run.files.best_model.name,
+        measured=measured,
+        epochs=cfg.train.epochs,
+        initial_epoch=run.initial_epoch,
+        steps_per_epoch=len(train_data),
+        epochs_key=f"{section}.epochs",
+        steps_key="train.steps_per_epoch" if section == "train" else "",
+        limit_key="train.time_limit_minutes" if section == "train" else f"{section}.time_share",
+        time_limit_seconds=run.deadline.seconds,
+        budget_left_seconds=run.deadline.left(),
+    )
+    write_json_atomic(run.files.plan, plan.to_dict())
+    run.plan = plan
+    if progress:
+        tqdm.write("\n".join(plan.lines()))
+    return plan
+
+
 def make_callbacks(
     cfg: Config, run: TrainingRun, *, progress: bool = True
 ) -> list[keras.callbacks.Callback]:
-    """What ``fit`` calls after each epoch, all of it written atomically into the run folder.
+    """What ``fit`` calls after each step and epoch, all of it written atomically into the run folder.
 
     In order: the learning-rate schedule (if not constant), the history CSV, the
-    best model by ``run.monitor``, early stopping and TensorBoard (if set), the
-    time limit (if set), a progress bar with the time per epoch and an ETA (if
-    ``progress``), and last the resume checkpoint, which marks the epoch as done.
+    best model by ``run.monitor``, early stopping and TensorBoard (if set), a
+    progress bar with the time per epoch and the time left (if ``progress``), the
+    time limit (``run.deadline``, checked after every step; it also counts the
+    steps), and last the resume checkpoint, which marks the epoch as done.
     """
     files, history = run.files, run.history
     callbacks: list[keras.callbacks.Callback] = [history]
@@ -435,13 +588,79 @@ def make_callbacks(
         )
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.tensorboard)))
-    run.time_limit = cb.TimeLimit(cfg.train.time_limit_minutes)
-    if cfg.train.time_limit_minutes > 0:
-        callbacks.append(run.time_limit)
+    measured = run.plan.measured if run.plan is not None else None
     if progress:
-        callbacks.append(cb.TqdmProgress(cfg.train.epochs))
+        callbacks.append(
+            cb.TqdmProgress(
+                cfg.train.epochs,
+                deadline=run.deadline if run.deadline.limited else None,
+                seconds_per_step=measured.seconds_per_step if measured else None,
+                epoch_fixed_seconds=run.plan.epoch_fixed_seconds if run.plan else 0.0,
+            )
+        )
+    run.time_limit = cb.TimeLimit(
+        run.deadline,
+        end_seconds=measured.save_seconds if measured else 0.0,
+        validate_seconds=(
+            measured.validation_seconds + measured.save_seconds
+            if measured and run.splits["val"]
+            else 0.0
+        ),
+        validated=bool(history.rows) or files.best_model.exists(),
+    )
+    callbacks.append(run.time_limit)
     callbacks.append(cb.ResumeCheckpoint(files.checkpoints))  # last: marks the epoch as done
     return callbacks
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so a run that is told to
+    stop (``kill``, a job scheduler, a runtime shutting down) saves its weights first.
+
+    Only in the main thread (where Python handles signals); elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _validated(run: TrainingRun) -> bool:
+    """Whether a model picked by validation (or by its monitor) exists for this network."""
+    return run.history.best(run.monitor) is not None or run.files.best_model.exists()
+
+
+def _end_inside_epoch(model: keras.Model, run: TrainingRun, val_data: FlareDataset | None) -> None:
+    """The time limit ended an epoch midway: save the weights as ``last.keras`` and, where no
+    validation has picked a model yet, validate once and save ``best.keras``."""
+    cb.save_model_atomic(model, run.files.last_model)
+    run.last_model = run.files.last_model
+    if not _validated(run) and val_data is not None:
+        logs = model.evaluate(val_data, verbose=0, return_dict=True)
+        run.final_validation = {f"val_{k}": float(v) for k, v in logs.items()}
+        cb.save_model_atomic(model, run.files.best_model)
+
+
+def _save_on_interrupt(model: keras.Model, run: TrainingRun) -> None:
+    """Ctrl-C or SIGTERM during ``fit``: save the weights trained this session as ``last.keras``
+    and say which model the run leaves."""
+    steps = run.time_limit.steps if run.time_limit is not None else 0
+    if steps:
+        cb.save_model_atomic(model, run.files.last_model)
+        run.last_model = run.files.last_model
+    best = run.files.best_model
+    left = f"{best} (the best so far)" if best.exists() else "no validated model yet"
+    last = f"; last weights: {run.files.last_model}" if run.last_model else ""
+    print(f"interrupted after {steps} steps: model left: {left}{last}", flush=True)
 
 
 def fit(
@@ -456,23 +675,49 @@ def fit(
     """``model.fit`` from ``run.initial_epoch`` to ``run.epochs`` (nothing when none are left).
 
     The dataset shuffles itself, reproducibly per epoch, so ``shuffle=False``.
+    When the time limit ends an epoch midway (:class:`~flare_helpers.train.callbacks.TimeLimit`),
+    the weights are saved as ``last.keras`` and, if nothing was validated yet,
+    validated once into ``best.keras``. Ctrl-C or SIGTERM also saves ``last.keras``
+    (after at least one step), says which model is left, and is raised again.
     """
     if run.initial_epoch >= run.epochs:
         return
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=run.epochs,
-        initial_epoch=run.initial_epoch,
-        shuffle=False,
-        callbacks=callbacks,
-        verbose=0 if progress else 2,
-    )
+    start = time.monotonic()
+    try:
+        with sigterm_as_interrupt():
+            ended = False
+            try:
+                model.fit(
+                    train_data,
+                    validation_data=val_data,
+                    epochs=run.epochs,
+                    initial_epoch=run.initial_epoch,
+                    shuffle=False,
+                    callbacks=callbacks,
+                    verbose=0 if progress else 2,
+                )
+            except cb.BudgetEnded:
+                ended = True
+            except KeyboardInterrupt:
+                _save_on_interrupt(model, run)
+                raise
+            if ended:
+                gc.collect()  # finalise the batch iterator fit left behind now, not at exit
+                for callback in callbacks:
+                    callback.on_train_end()
+                _end_inside_epoch(model, run, val_data)
+    finally:
+        run.fit_seconds += time.monotonic() - start
 
 
 def finish_run(cfg: Config, run: TrainingRun) -> TrainResult:
-    """Record the outcome (``files.done`` unless a time limit cut the run short) and return
-    where the model and history are.
+    """Record the outcome and return where the model and history are.
+
+    ``files.done`` is written unless a time limit cut the run short (a rerun goes
+    on). A run that stopped before any epoch ended has no history: its model is
+    ``best.keras`` from the one validation at the stop, or ``last.keras`` without
+    validation cases. A stale ``last.keras`` of an earlier session is removed when
+    this one ends at an epoch's end. The plan (``files.plan``) gets what happened.
 
     Raises:
         FlareError: the history holds no value of the monitored metric.
@@ -480,44 +725,100 @@ def finish_run(cfg: Config, run: TrainingRun) -> TrainResult:
     if run.finished is not None:
         return _result(run.files, run.finished, resumed_from=-1)
     history, monitor = run.history, run.monitor
+    limit = run.time_limit
+    stopped = limit is not None and limit.stopped
+    inside = limit.stopped_inside if limit is not None else None
     best = history.best(monitor)
-    if best is None:
+    summary = {"replicas": run.replicas, "epochs": cfg.train.epochs}
+    if best is not None:
+        summary |= {
+            "epochs_completed": history.rows[-1]["epoch"] + 1,
+            "best_epoch": best[0] + 1,
+            "best_value": best[1],
+            "monitor": monitor,
+        }
+    elif inside is not None:
+        final = run.final_validation or {}
+        summary |= {
+            "epochs_completed": run.initial_epoch,
+            "best_epoch": 0,
+            "best_value": final.get("val_mean_dice", math.nan),
+            "monitor": "val_mean_dice",
+        }
+    else:
         raise FlareError(f"training logged no '{monitor}' values", run.files.history)
-    summary = {
-        "replicas": run.replicas,
-        "epochs": cfg.train.epochs,
-        "epochs_completed": history.rows[-1]["epoch"] + 1,
-        "best_epoch": best[0] + 1,
-        "best_value": best[1],
-        "monitor": monitor,
-    }
-    stopped = run.time_limit is not None and run.time_limit.stopped
     if not (stopped and summary["epochs_completed"] < cfg.train.epochs):
         write_json_atomic(run.files.done, summary)  # a time-limited run resumes when rerun
-    return _result(run.files, summary, resumed_from=run.initial_epoch)
+    if inside is None and run.files.last_model.exists():
+        run.files.last_model.unlink()  # an earlier session's; this one ended at an epoch's end
+    result = _result(run.files, summary, resumed_from=run.initial_epoch)
+    best_model = (
+        run.files.best_model
+        if run.files.best_model.exists() or run.last_model is None
+        else run.last_model
+    )
+    result = dataclasses.replace(
+        result,
+        best_model=best_model,
+        epochs=cfg.train.epochs,
+        stopped_by="time limit" if stopped else "",
+        stopped_inside=inside,
+        last_model=run.last_model,
+        steps_run=limit.steps if limit is not None else 0,
+        fit_seconds=run.fit_seconds,
+        session_seconds=run.deadline.elapsed(),
+        time_limit_seconds=run.deadline.seconds,
+    )
+    if run.plan is not None:
+        record = run.plan.to_dict()
+        record["actual"] = {
+            "fit_seconds": result.fit_seconds,
+            "session_seconds": result.session_seconds,
+            "steps_run": result.steps_run,
+            "epochs_completed": result.epochs_completed,
+            "stopped_by": result.stopped_by,
+            "stopped_inside": list(inside) if inside else None,
+        }
+        write_json_atomic(run.files.plan, record)
+    return result
 
 
 def train_network(
-    cfg: Config, splits: dict[str, list[str]], files: ModelFiles, *, progress: bool = True
+    cfg: Config,
+    splits: dict[str, list[str]],
+    files: ModelFiles,
+    *,
+    progress: bool = True,
+    deadline: Deadline | None = None,
+    section: str = "train",
 ) -> TrainResult:
     """The one training loop: :func:`prepare_run`, :func:`build_or_restore`,
-    :func:`make_datasets`, :func:`make_callbacks`, :func:`fit`, :func:`finish_run`.
+    :func:`make_datasets`, :func:`measure_plan`, :func:`make_callbacks`, :func:`fit`,
+    :func:`finish_run`.
 
     Trains (or resumes, or reports) the network ``cfg`` describes on the cache
-    ``cfg.data.cache_dir``, writing ``files``. The caller holds the run folder
-    (:func:`open_run_folder`).
+    ``cfg.data.cache_dir``, writing ``files``, within ``cfg.train.time_limit_minutes``
+    and ``deadline`` (the whole run's). The caller holds the run folder
+    (:func:`open_run_folder`). With ``progress``, a session the time limit ended
+    says so and which model it leaves.
 
     Raises:
         FlareError: no cache, a checkpoint that does not fit, or a distribution
             setting the backend cannot do.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (after saving, see :func:`fit`).
     """
-    run = prepare_run(cfg, splits, files)
+    run = prepare_run(cfg, splits, files, deadline=deadline, section=section)
     if run.to_train:
-        model = build_or_restore(cfg, run)
-        train_data, val_data = make_datasets(cfg, splits, initial_epoch=run.initial_epoch)
-        callbacks = make_callbacks(cfg, run, progress=progress)
-        fit(model, run, train_data, val_data, callbacks, progress=progress)
-    return finish_run(cfg, run)
+        with sigterm_as_interrupt():
+            model = build_or_restore(cfg, run)
+            train_data, val_data = make_datasets(cfg, splits, initial_epoch=run.initial_epoch)
+            measure_plan(cfg, run, model, train_data, progress=progress)
+            callbacks = make_callbacks(cfg, run, progress=progress)
+            fit(model, run, train_data, val_data, callbacks, progress=progress)
+    result = finish_run(cfg, run)
+    if progress and result.stopped_by:
+        tqdm.write(f"{result.stop_line()}\n{result.model_line()}")
+    return result
 
 
 def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:

@@ -2,8 +2,10 @@
 
 The teacher (a trained run's ``best.keras``) pseudo-labels unlabelled scans
 (:func:`flare_helpers.pseudolabel.teacher.pseudolabel`); a student trains on the
-labelled cases plus the kept pseudo-labelled ones
-(:func:`flare_helpers.workflows.training.train`, ``data.pseudo_dirs``). Then
+labelled cases plus the kept pseudo-labelled ones (:func:`train_student`:
+:func:`flare_helpers.workflows.training.train` with ``data.pseudo_dirs``,
+``train.time_limit_minutes`` as given, and the teacher's organ localiser copied
+rather than trained again unless ``pseudo.retrain_localizer``). Then
 both are scored on the teacher run's labelled **validation** cases, whole
 cases with the sliding window (:func:`flare_helpers.evaluate.evaluation.evaluate_model`),
 and the student replaces the teacher only if its mean DSC is at least
@@ -15,6 +17,7 @@ held-out test cases. Notebook 06 runs it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +25,13 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from flare_helpers.config import Config
+from flare_helpers.config import Config, load_run_config
+from flare_helpers.data.fileio import atomic_path, read_json
 from flare_helpers.data.layout import RunLayout
 from flare_helpers.data.splits import read_splits
 from flare_helpers.errors import FlareError
 from flare_helpers.evaluate.evaluation import evaluate_model, write_report
+from flare_helpers.preprocess.pipeline import PreprocessParams
 from flare_helpers.pseudolabel.teacher import PseudoResult, pseudolabel
 from flare_helpers.train.loop import TrainResult
 from flare_helpers.workflows import training
@@ -72,6 +77,82 @@ def student_config(
         train={"output_dir": str(paths.run_dir)},
         pseudo={"init_from": str(teacher) if from_teacher else ""},
     )
+
+
+def reuse_localizer(cfg: Config, teacher: str | Path, student_run: str | Path) -> str:
+    """Give the student's run folder a copy of the teacher run's organ localiser; say what
+    happened in one line.
+
+    The localiser finds the organs' box and does not learn from pseudo-labels, so
+    the student keeps the teacher's: ``localizer.keras`` (byte for byte; or
+    ``localizer_rejected.keras`` where the teacher's validation Dice gate turned it
+    down, so the student has none either), its history and its
+    ``localizer_done.json``, so that training finds it finished and trains only the
+    VNet. Nothing is copied when the student already has one, when the teacher has
+    no finished localiser (resize mode, none trained, or cut short) or when the
+    student's ``preprocess``/``localizer`` settings differ from the teacher's (the
+    student then trains its own).
+    """
+    source, target = RunLayout(Path(teacher).parent), RunLayout(Path(student_run))
+    if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled:
+        return "localiser: none in this run (resize mode, or localizer.enabled: false)"
+    if target.localizer.done.is_file():
+        return f"localiser: {target.localizer_model} already there"
+    model = next(
+        (p for p in (source.localizer_model, source.localizer_rejected) if p.is_file()), None
+    )
+    if model is None or not source.localizer.done.is_file():
+        return (
+            f"localiser: the teacher has no finished one ({source.localizer_model}); "
+            "the student trains its own"
+        )
+    taught = load_run_config(source.config) if source.config.is_file() else None
+    same = taught is not None and (
+        PreprocessParams.from_config(taught).key == PreprocessParams.from_config(cfg).key
+        and taught.localizer == cfg.localizer
+    )
+    if not same:
+        return "localiser: the teacher's has other settings; the student trains its own"
+    target.root.mkdir(parents=True, exist_ok=True)
+    copies = [
+        (model, target.root / model.name),
+        (source.localizer_history, target.localizer_history),
+        (source.localizer.done, target.localizer.done),  # last: it marks the copy complete
+    ]
+    for src, dest in copies:
+        if src.is_file():
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+    epochs = read_json(source.localizer.done).get("epochs_completed", "?")
+    if model == source.localizer_rejected:
+        return (
+            f"localiser: the teacher's was not kept ({model}, below localizer.min_val_dice); "
+            "the student takes that verdict and trains none"
+        )
+    return f"localiser: the teacher's ({model}, {epochs} epochs), reused as it is"
+
+
+def train_student(
+    cfg: Config,
+    teacher: str | Path,
+    paths: RoundPaths,
+    *,
+    from_teacher: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume, or report) this round's student (:func:`student_config`).
+
+    ``cfg.train`` sets its budget (``epochs``, ``time_limit_minutes``: a run stopped
+    by the limit goes on when called again). The teacher's organ localiser is
+    reused (:func:`reuse_localizer`) unless ``pseudo.retrain_localizer``; prints one
+    line saying which.
+    """
+    student = student_config(cfg, teacher, paths, from_teacher)
+    if student.pseudo.retrain_localizer:
+        print("localiser: the student trains its own (pseudo.retrain_localizer)")
+    else:
+        print(reuse_localizer(student, teacher, paths.run_dir))
+    return training.train(student, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -183,7 +264,7 @@ def run_round(
     labelled = pseudolabel(
         teacher, images, paths.pseudo_dir, cfg.pseudo, max_cases=max_cases, progress=progress
     )
-    trained = training.train(student_config(cfg, teacher, paths, from_teacher), progress=progress)
+    trained = train_student(cfg, teacher, paths, from_teacher=from_teacher, progress=progress)
     adoption = adopt(
         teacher,
         trained.best_model,

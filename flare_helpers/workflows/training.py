@@ -11,14 +11,20 @@ reported.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from flare_helpers.config import Config
 from flare_helpers.data.layout import CacheLayout, RunLayout
 from flare_helpers.data.pseudo_folder import pseudo_cases
 from flare_helpers.data.splits import read_splits
-from flare_helpers.localize.localizer import build_coarse_cache, localizer_training_config
+from flare_helpers.localize.localizer import (
+    build_coarse_cache,
+    gate_localizer,
+    localizer_training_config,
+)
 from flare_helpers.preprocess.pipeline import PreprocessParams, preprocess_dataset, read_manifest
+from flare_helpers.train.budget import Deadline
 from flare_helpers.train.loop import (
     RunFolder,
     TrainResult,
@@ -56,23 +62,43 @@ def open_run(cfg: Config, *, progress: bool = True) -> RunFolder:
 
 
 def train_localizer(
-    cfg: Config, splits: dict[str, list[str]], *, progress: bool = True
+    cfg: Config,
+    splits: dict[str, list[str]],
+    *,
+    progress: bool = True,
+    deadline: Deadline | None = None,
 ) -> TrainResult | None:
     """Train (or resume, or report) the run's organ localiser; None where the run has none.
 
     Spacing-mode runs with ``localizer.enabled`` only: the cached cases of
     ``splits`` are resampled to the localiser's grid, then it trains on the
     labelled training split through the one loop. The caller holds the run folder.
+    Its time, the coarse grid included, is at most ``localizer.time_share`` of
+    ``train.time_limit_minutes`` from now, and never past ``deadline`` (the run's).
+    Below ``localizer.min_val_dice`` it is not kept (:func:`gate_localizer`; the
+    result's ``best_model`` then names ``localizer_rejected.keras``).
     """
     if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled:
         return None
+    settings = localizer_training_config(cfg)
+    deadline = (deadline or Deadline(0.0)).within(60.0 * settings.train.time_limit_minutes)
     build_coarse_cache(cfg, [*splits["train"], *splits["val"]], progress=progress)
     files = RunLayout(Path(cfg.train.output_dir)).localizer
-    return train_network(localizer_training_config(cfg), splits, files, progress=progress)
+    result = train_network(
+        settings, splits, files, progress=progress, deadline=deadline, section="localizer"
+    )
+    where = gate_localizer(
+        cfg.train.output_dir, result.best_epoch, cfg.localizer.min_val_dice, result.best_value
+    )
+    return dataclasses.replace(result, best_model=where)
 
 
 def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     """Train (or resume, or report) the run ``cfg`` describes; return the VNet's outcome.
+
+    ``train.time_limit_minutes`` bounds all of it after preprocessing: the
+    localiser trains in at most its share (``localizer.time_share``), the VNet in
+    what remains of the run's limit (:attr:`RunFolder.deadline`).
 
     Raises:
         FlareError: the run folder is in use or holds another run, no data/cache,
@@ -81,5 +107,7 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     """
     with open_run(cfg, progress=progress) as folder:
         if folder.finished is None:
-            train_localizer(cfg, folder.splits, progress=progress)
-        return train_network(cfg, folder.splits, folder.layout.vnet, progress=progress)
+            train_localizer(cfg, folder.splits, progress=progress, deadline=folder.deadline)
+        return train_network(
+            cfg, folder.splits, folder.layout.vnet, progress=progress, deadline=folder.deadline
+        )
