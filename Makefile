@@ -97,12 +97,14 @@ notebooks:
 demo:
 	$(BIN)/flare-series --profile $(PROFILE)
 
-# The notebooks as the demo profile executes them, outputs kept and pictures compressed
-# (<= 10 MB in all), in docs/notebooks/ for readers on GitHub (about 10 CPU minutes): paths
-# relative to this folder, no TensorFlow log lines, progress bars as they ended. Rerun it
-# after changing a notebook: a test compares their code cells with notebooks/*.py.
+# The notebooks as the demo profile executes them, each in a fresh runtime as Colab's badges
+# open them, outputs kept and pictures compressed (<= 10 MB in all), in docs/notebooks/ for
+# readers on GitHub (about 15 CPU minutes), each opened by a cell that says its profile,
+# machine, date and wall time: paths relative to this folder, no TensorFlow log lines,
+# progress bars as they ended. Rerun it after changing a notebook: a test compares their
+# code cells with notebooks/*.py.
 docs:
-	$(BIN)/flare-series --profile demo
+	$(BIN)/flare-series --profile demo --fresh-runtimes
 	$(BIN)/python -m flare_helpers.series.docs runs/demo/notebooks docs/notebooks
 
 bench:
