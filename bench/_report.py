@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from flare_helpers.config import Config, load_config
 from flare_helpers.data.extract import extract_zip
 from flare_helpers.data.fileio import write_text_atomic
 from flare_helpers.phantoms.synthetic import write_synthetic_zip
@@ -209,3 +210,9 @@ def finish(block: str, output: Path, heading: str, intro: str, *, append: bool) 
     if append:
         append_section(output, heading, intro, block)
         print(f"appended to {output}")
+
+
+def run_config(data: Path | None, cache: Path, output: Path, *settings: str) -> Config:
+    """A benchmark run's settings: its data, cache and run folders, then ``settings``."""
+    folders = [f"data.cache_dir={cache}", f"train.output_dir={output}"]
+    return load_config(None, [*([f"data.data_dir={data}"] if data else []), *folders, *settings])

@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import bench_parser, dated_heading, environment, finish
+from _report import bench_parser, dated_heading, environment, finish, run_config
 
-from flare_helpers.config import load_config
 from flare_helpers.data.extract import extract_zip
 from flare_helpers.data.splits import read_splits
 from flare_helpers.evaluate.evaluation import evaluate_model
@@ -79,15 +78,7 @@ def run_recipe(name: str, folder: Path) -> dict:
     phantoms, settings = RECIPES[name]
     zip_path = write_synthetic_zip(folder, 20, seed=11, progress=False, family="simple", **phantoms)
     data = extract_zip(zip_path, folder / "data", progress=False)
-    cfg = load_config(
-        None,
-        [
-            f"data.data_dir={data}",
-            f"data.cache_dir={folder / 'cache'}",
-            f"train.output_dir={folder / 'run'}",
-            *settings,
-        ],
-    )
+    cfg = run_config(data, folder / "cache", folder / "run", *settings)
     start = time.perf_counter()
     result = train(cfg, progress=False)
     seconds = time.perf_counter() - start

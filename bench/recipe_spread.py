@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish, run_config
 from recipe_vs_seed import OLD, PHANTOM_SHAPE, dsc, make_data
 
-from flare_helpers.config import load_config
 from flare_helpers.data.examples import REAL_CT_CASE, real_ct_folder
 from flare_helpers.data.fileio import read_history
 from flare_helpers.data.splits import read_splits
@@ -66,18 +65,15 @@ RECIPES = {
 def train_run(recipe: str, seed: int, data: Path, tmp: Path, minutes: float) -> dict:
     """One recipe, one seed: time, steps, and the run's best model."""
     folder = tmp / f"{recipe}-{seed}"
-    cfg = load_config(
-        None,
-        [
-            f"data.data_dir={data}",
-            f"data.cache_dir={tmp / 'cache'}",
-            f"train.output_dir={folder}",
-            *ARCHITECTURE,
-            *SPACING,
-            *RECIPES[recipe],
-            f"train.seed={seed}",
-            f"train.time_limit_minutes={minutes}",
-        ],
+    cfg = run_config(
+        data,
+        tmp / "cache",
+        folder,
+        *ARCHITECTURE,
+        *SPACING,
+        *RECIPES[recipe],
+        f"train.seed={seed}",
+        f"train.time_limit_minutes={minutes}",
     )
     start = time.perf_counter()
     result = train(cfg, progress=False)

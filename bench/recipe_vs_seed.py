@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish
+from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish, run_config
 
-from flare_helpers.config import load_config
 from flare_helpers.data.extract import extract_zip
 from flare_helpers.data.fileio import read_history
 from flare_helpers.data.splits import read_splits
@@ -93,14 +92,12 @@ def dsc(model: Path, data: Path, out: Path, which="all") -> dict[str, float]:
 
 
 def train_recipe(name: str, overrides: list[str], tmp: Path, minutes: float):
-    cfg = load_config(
+    cfg = run_config(
         None,
-        [
-            *overrides,
-            f"data.cache_dir={tmp / name / 'cache'}",
-            f"train.output_dir={tmp / name / 'run'}",
-            f"train.time_limit_minutes={minutes}",
-        ],
+        tmp / name / "cache",
+        tmp / name / "run",
+        *overrides,
+        f"train.time_limit_minutes={minutes}",
     )
     start = time.perf_counter()
     result = train(cfg, progress=False)

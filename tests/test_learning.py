@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_settings import TINY_MODEL
 
 from flare_helpers.config import load_config
 from flare_helpers.data.extract import extract_zip
@@ -23,12 +24,7 @@ from flare_helpers.workflows.training import train
 
 #: The smallest VNet that learns the phantoms: 4 base filters, 2 levels, 140 steps.
 TINY_LEARNER = [
-    "preprocess.target_shape=[32,32,16]",
-    "preprocess.workers=1",
-    "model.base_filters=4",
-    "model.depth=2",
-    "model.convs_per_stage=[1,1,1]",
-    "model.kernel_size=3",
+    *(s for s in TINY_MODEL if not s.startswith(("preprocess.mode", "train.steps_per_epoch"))),
     "augment.enabled=false",
     "train.batch_size=2",
     "train.learning_rate=0.005",

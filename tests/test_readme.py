@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_settings import NOTEBOOK_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,14 +18,6 @@ else:  # Python 3.10: the same parser as a package (pip and setuptools vendor it
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
-NOTEBOOKS = [
-    "01_extract",
-    "02_preprocess",
-    "03_train",
-    "04_evaluate",
-    "05_render",
-    "06_pseudolabel",
-]
 #: A link in Markdown: ``[text](target)`` (pictures included).
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -42,7 +35,7 @@ def test_the_first_screen_is_what_it_is_a_picture_the_badges_and_the_commands():
     screen = "\n".join(lines[:first_page])
     assert screen.count("](docs/slices.png)") == 1 and screen.count("![") == 1 + 6
     badges = re.findall(r"colab\.research\.google\.com/github/\S+/notebooks/(\w+)\.ipynb", screen)
-    assert badges == NOTEBOOKS
+    assert badges == NOTEBOOK_NAMES
     commands = re.findall(r"^make (\w[\w-]*)", screen, re.M)
     assert commands[:3] == ["setup", "test", "demo"]
     assert lines[0] == "# flare-vnet" and "abdominal CT" in screen

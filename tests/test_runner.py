@@ -23,19 +23,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from tiny_settings import NOTEBOOK_NAMES
 
 from flare_helpers.errors import FlareError
 from flare_helpers.series.runner import PROFILE_DIR, run_series
 from flare_helpers.series.session import format_seconds
 
-NOTEBOOK_NAMES = [
-    "01_extract",
-    "02_preprocess",
-    "03_train",
-    "04_evaluate",
-    "05_render",
-    "06_pseudolabel",
-]
 ORGANS = {"liver", "right_kidney", "left_kidney", "spleen"}
 
 

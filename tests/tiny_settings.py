@@ -23,3 +23,13 @@ TINY_LOCALIZER = [
     "localizer.epochs=2",
     "localizer.min_val_dice=0.0",  # kept whatever its Dice (tests of the gate set their own)
 ]
+
+#: The series' notebooks, in order (the README's badges, the runner's runs, docs/notebooks).
+NOTEBOOK_NAMES = [
+    "01_extract",
+    "02_preprocess",
+    "03_train",
+    "04_evaluate",
+    "05_render",
+    "06_pseudolabel",
+]
