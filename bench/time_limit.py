@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             line
             for line in said.splitlines()
             if "%|" not in line
+            and " took " not in line
             and any(k in line for k in ("time limit", "model left", "last weights", "localiser"))
         ]
         plan = json.loads((tmp / "run" / "plan.json").read_text())
