@@ -265,10 +265,11 @@ else:
 # learning the training cases by heart.
 
 # %%
-if result.epochs_completed:
+(
     viz.plot_training_curves(result.history_csv)
-else:
-    print("no epoch finished yet: no curves")
+    if result.epochs_completed
+    else "no epoch finished yet: no curves"
+)
 
 # %% [markdown]
 # The generalisation gap per organ, averaged over the last five epochs (the training Dice

@@ -20,7 +20,7 @@
 # time, so the 250 GB set never lands on the runtime's disk.
 #
 # **Settings**: `epochs`, `batch_size`, `learning_rate` and `time_limit_minutes` are the
-# student's (the limit stops it after the epoch that passes it; run again to go on); the confidence
+# student's (the limit is checked after every step and leaves a model; run again to go on); the confidence
 # (`pseudo.confidence`, `pseudo.tta`), the selection (`pseudo.min_confidence`,
 # `pseudo.keep_fraction`), the ignored voxels (`pseudo.ignore_disagreement`), how often a
 # pseudo-labelled case is drawn against a labelled one (`pseudo.sample_weight`) and the
@@ -68,7 +68,7 @@ overrides = []  # the same overrides as in 02 and 03, plus any pseudo.* settings
 epochs = 100
 batch_size = 4
 learning_rate = 0.0001
-time_limit_minutes = 0.0  # stop the student after the epoch that passes this (0: no limit)
+time_limit_minutes = 0.0  # the student's whole training time, checked every step (0: no limit)
 student_from_teacher = False  # True: start the student from the teacher's weights
 rounds = 1  # 2: the winner of round 1 pseudo-labels again and teaches a second student
 
@@ -166,7 +166,7 @@ for case_id in pseudolabel.best_and_worst(table):
 # is drawn `pseudo.sample_weight` times as often as a labelled one. With
 # `student_from_teacher` the student starts from the teacher's weights (else from scratch).
 # Its run folder is `work_dir/pseudo/round1/student`; training resumes like notebook 03's,
-# and stops after the epoch that passes `time_limit_minutes` (run again to go on). The
+# and stops within `time_limit_minutes`, checked after every step (run again to go on). The
 # organ localiser only finds the organs' box, which pseudo-labels do not teach it better:
 # the student gets a copy of the teacher's `localizer.keras` and trains only the VNet
 # (`pseudo.retrain_localizer=true` trains its own).
