@@ -1,21 +1,11 @@
 """FLARE22-like phantom CTs for tests, CI and the demo (``flare-synth``).
 
 Takes: a seed, a shape and a family (``ct``: CT-like anatomy and HU; ``simple``).
-Gives: ``FLARE22Train.zip`` in FLARE22's layout, labelled or unlabelled.
+Gives: ``FLARE22Train.zip`` in FLARE22's layout, labelled or unlabelled. The shapes
+(:mod:`.shapes`) and tissue HU (:mod:`.hu`) that draw the ``ct`` family are its own.
 """
 
-from flare_helpers.phantoms.ct import AIR_HU, DEFAULT_JITTER, make_ct_phantom
-from flare_helpers.phantoms.hu import HU, PHASE_WEIGHTS, PHASES, TUMOUR_DROP, draw_hu
-from flare_helpers.phantoms.shapes import (
-    Grid,
-    Wobble,
-    axes_grid,
-    box_union,
-    ellipsoid_distance,
-    rotation,
-    smooth_min,
-    tube_distance,
-)
+from flare_helpers.phantoms.ct import make_ct_phantom
 from flare_helpers.phantoms.synthetic import (
     ORIENTATIONS,
     ZIP_ROOT,
@@ -27,27 +17,12 @@ from flare_helpers.phantoms.synthetic import (
 )
 
 __all__ = [
-    "AIR_HU",
-    "DEFAULT_JITTER",
-    "Grid",
-    "HU",
     "ORIENTATIONS",
-    "PHASES",
-    "PHASE_WEIGHTS",
-    "TUMOUR_DROP",
-    "Wobble",
     "ZIP_ROOT",
-    "axes_grid",
-    "box_union",
     "case_files",
-    "draw_hu",
-    "ellipsoid_distance",
     "make_ct_phantom",
     "make_phantom",
     "reorient",
-    "rotation",
-    "smooth_min",
-    "tube_distance",
     "write_synthetic_zip",
     "write_unlabelled",
 ]
