@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from _report import LIGHT_VNET, bench_parser, dated_heading, environment, finish, run_config
-from recipe_vs_seed import OLD, PHANTOM_SHAPE, dsc, make_data
+from recipe_vs_seed import COMMON, OLD, PHANTOM_SHAPE, dsc, make_data
 
 from flare_helpers.data.examples import REAL_CT_CASE, real_ct_folder
 from flare_helpers.data.fileio import read_history
@@ -40,16 +40,8 @@ INTRO = (
 )
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 ARCHITECTURE = [s for s in LIGHT_VNET if s.startswith("model.")]
-SPACING = [
-    "preprocess.workers=2",
-    "preprocess.mode=spacing",
-    "preprocess.target_spacing=[3.0,3.0,6.0]",
-    "preprocess.target_shape=[48,48,32]",
-    "data.val_fraction=0.15",
-    "data.test_fraction=0.0",
-    "train.workers=2",
-    "localizer.enabled=false",
-]
+#: recipe_vs_seed's spacing-mode grid, patches and split, without its training recipe.
+SPACING = [s for s in COMMON if s not in LIGHT_VNET]
 RECIPES = {
     "default": [],
     "old": [

@@ -8,6 +8,7 @@ import jupytext
 import nbformat
 import papermill
 import pytest
+from tiny_settings import NOTEBOOK_NAMES
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
@@ -23,14 +24,7 @@ def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def test_series_has_six_numbered_notebooks():
-    assert [p.stem for p in SOURCES] == [
-        "01_extract",
-        "02_preprocess",
-        "03_train",
-        "04_evaluate",
-        "05_render",
-        "06_pseudolabel",
-    ]
+    assert [p.stem for p in SOURCES] == NOTEBOOK_NAMES
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
