@@ -180,6 +180,10 @@ class LocalizerConfig:
     its boxes at every epoch of validation Dice ≥ 0.5 (0.52–0.76), 5 or 6 of the 6
     boxes passing the checks from 0.62 on; at 0.21–0.32 (epochs 6–20: the liver alone learned,
     the demo's 15 epochs among them) its boxes missed organs in 3 to 6 of the 6.
+    ``time_share`` of ``train.time_limit_minutes`` is its time; where its measured
+    plan fits fewer than ``min_epochs`` epochs in it (or all ``epochs`` where fewer),
+    it is not trained and the VNet has that time: by the same measurement, a
+    localiser of 20 epochs or fewer had not found the kidneys and spleen.
     """
 
     enabled: bool = True
@@ -195,6 +199,7 @@ class LocalizerConfig:
     learning_rate: float = 0.003
     min_val_dice: float = 0.5
     time_share: float = 0.15
+    min_epochs: int = 20
 
 
 @dataclass(frozen=True)
@@ -657,6 +662,7 @@ def _localizer_checks(loc: LocalizerConfig) -> list[tuple[bool, str]]:
         ),
         (0 <= loc.min_val_dice <= 1, "localizer.min_val_dice must be in [0, 1]"),
         (0 < loc.time_share < 1, "localizer.time_share must be in (0, 1)"),
+        (loc.min_epochs >= 0, "localizer.min_epochs must be 0 or more"),
     ]
 
 

@@ -313,6 +313,44 @@ def test_the_localiser_trains_within_its_share_and_the_run_within_the_limit(
     assert took <= limit + tolerance_seconds(limit) and took <= limit + 15.0
 
 
+@pytest.mark.slow
+def test_a_localiser_whose_share_cannot_fit_its_epochs_is_not_trained(
+    synthetic_data, tmp_path, capsys
+):
+    """A 10-minute limit gives the localiser 90 s: its measured plan fits far fewer than the
+    1,000 epochs asked (``localizer.min_epochs`` 1,000), so it is not trained and the VNet
+    trains in what is left of the limit; a localiser a rejected earlier run left is not used."""
+    limit = 600.0
+    args = _args(
+        synthetic_data,
+        tmp_path / "cache",
+        tmp_path / "run",
+        *TINY_SPACING,
+        *TINY_LOCALIZER,
+        "localizer.epochs=1000",
+        "localizer.min_epochs=1000",
+        "train.epochs=1",
+        f"train.time_limit_minutes={limit / 60}",
+    )
+    _preprocess(args)
+    paths = RunLayout(tmp_path / "run")
+    paths.root.mkdir(parents=True)
+    paths.localizer_model.write_bytes(b"an earlier session's localiser")
+    result = train(load_config(None, args), progress=False)
+    said = capsys.readouterr().out
+    assert "localizer.keras: not trained: its time (" in said
+    assert "fewer than the 1000 it needs: prediction covers the whole crop" in said
+    assert not paths.localizer_model.exists() and paths.localizer_rejected.exists()
+    assert not paths.localizer.history.exists()
+    localizer = json.loads(paths.localizer.plan.read_text())
+    assert localizer["time_limit_seconds"] == pytest.approx(0.15 * limit, abs=3.0)
+    assert "actual" not in localizer  # nothing trained: the plan's prediction only
+    assert result.epochs_completed == 1 and result.best_model.exists()
+    vnet = json.loads(paths.plan.read_text())
+    spent = limit - vnet["time_limit_seconds"]
+    assert 0 < spent < 0.15 * limit  # the VNet got all but the localiser's few plan steps
+
+
 # --------------------------------------------------------------------------- SIGTERM
 
 

@@ -164,13 +164,14 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from flare_helpers.config import load_config
 from flare_helpers.workflows.training import train
-result = train(load_config(None, sys.argv[1:]), progress=False)
-print("REPLICAS", result.replicas, "BEST", result.best_value)
+train(load_config(None, sys.argv[1:]), progress=False)  # one epoch
+result = train(load_config(None, [*sys.argv[1:], "train.epochs=2"]), progress=False)
+print("REPLICAS", result.replicas, "BEST", result.best_value, "RESUMED", result.resumed_from)
 """
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(synthetic_data, tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus_trains_and_resumes(synthetic_data, tmp_path):
     args = [
         *TINY_TRAIN,
         f"data.data_dir={synthetic_data}",
@@ -191,8 +192,8 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_data, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     line = [x for x in done.stdout.splitlines() if x.startswith("REPLICAS")][0]
-    assert line.split()[1] == "2"
-    assert np.isfinite(float(line.split()[3]))
+    words = line.split()  # the second run resumed the first's checkpoint under the strategy
+    assert words[1] == "2" and np.isfinite(float(words[3])) and words[5] == "1"
 
 
 def test_jax_only_distribution_is_refused_on_tensorflow(synthetic_data, tmp_path):

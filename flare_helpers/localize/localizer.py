@@ -594,6 +594,15 @@ def kept_localizer_dice(run_dir: str | Path, best_epoch: int) -> tuple[float, st
     raise FlareError(f"no Dice logged for the localiser's epoch {best_epoch}", history)
 
 
+def drop_localizer(run_dir: str | Path) -> Path:
+    """Leave the run without a localiser: an earlier session's ``localizer.keras`` moves to
+    ``localizer_rejected.keras`` (prediction then covers the whole crop); returns that path."""
+    layout = RunLayout(Path(run_dir))
+    if layout.localizer_model.exists():
+        os.replace(layout.localizer_model, layout.localizer_rejected)
+    return layout.localizer_rejected
+
+
 def gate_localizer(
     run_dir: str | Path, best_epoch: int, min_val_dice: float, final_dice: float = math.nan
 ) -> Path:

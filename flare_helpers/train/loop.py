@@ -64,6 +64,8 @@ class TrainResult:
     epoch (epoch 0-based), ``last_model`` the weights saved then, ``steps_run``
     and ``fit_seconds`` (training, end-of-run saving included) and
     ``session_seconds`` (from this network's start: plan, building, training).
+    ``skipped`` says why a network was not trained at all (its time cannot fit
+    the epochs it needs, :func:`train_network`'s ``min_epochs``); empty otherwise.
     """
 
     run_dir: Path
@@ -83,6 +85,7 @@ class TrainResult:
     fit_seconds: float = 0.0
     session_seconds: float = 0.0
     time_limit_seconds: float = math.inf
+    skipped: str = ""
 
     def stop_line(self) -> str:
         """What ended this session early (empty when nothing did)."""
@@ -485,13 +488,14 @@ def build_or_restore(cfg: Config, run: TrainingRun) -> keras.Model:
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     with _strategy(cfg):
         model = build_and_compile(cfg, organs.n_classes)
+        if run.checkpoint is not None:  # its slots are variables too: mirrored like the weights
+            model.optimizer.build(model.trainable_variables)
     run.replicas = _replicas(model)
     _check_replicas(run.replicas, cfg, run.splits)
     if run.checkpoint is None:
         if cfg.pseudo.init_from:
             load_initial_weights(model, cfg.pseudo.init_from)
         return model
-    model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(run.checkpoint)
     except Exception as exc:
@@ -791,6 +795,7 @@ def train_network(
     progress: bool = True,
     deadline: Deadline | None = None,
     section: str = "train",
+    min_epochs: int = 0,
 ) -> TrainResult:
     """The one training loop: :func:`prepare_run`, :func:`build_or_restore`,
     :func:`make_datasets`, :func:`measure_plan`, :func:`make_callbacks`, :func:`fit`,
@@ -802,6 +807,10 @@ def train_network(
     (:func:`open_run_folder`). With ``progress``, a session the time limit ended
     says so and which model it leaves.
 
+    A fresh network whose measured plan fits fewer than ``min_epochs`` epochs (or
+    all of ``train.epochs`` where they are fewer) in its time limit is not trained:
+    the result's ``skipped`` says why, and nothing is written but the plan.
+
     Raises:
         FlareError: no cache, a checkpoint that does not fit, or a distribution
             setting the backend cannot do.
@@ -812,13 +821,45 @@ def train_network(
         with sigterm_as_interrupt():
             model = build_or_restore(cfg, run)
             train_data, val_data = make_datasets(cfg, splits, initial_epoch=run.initial_epoch)
-            measure_plan(cfg, run, model, train_data, progress=progress)
+            plan = measure_plan(cfg, run, model, train_data, progress=progress)
+            skipped = _too_short(plan, run, min(min_epochs, cfg.train.epochs))
+            if skipped:
+                return _skipped_result(run, skipped)
             callbacks = make_callbacks(cfg, run, progress=progress)
             fit(model, run, train_data, val_data, callbacks, progress=progress)
     result = finish_run(cfg, run)
     if progress and result.stopped_by:
         tqdm.write(f"{result.stop_line()}\n{result.model_line()}")
     return result
+
+
+def _too_short(plan: MeasuredPlan | None, run: TrainingRun, min_epochs: int) -> str:
+    """Why a fresh network's time cannot fit ``min_epochs`` (empty when it can, or when
+    there is no plan, no limit or an earlier session's epochs to go on from)."""
+    if plan is None or run.initial_epoch > 0 or not run.deadline.limited:
+        return ""
+    fit = plan.epochs_in_budget
+    if fit >= min_epochs:
+        return ""
+    return (
+        f"{plan.network}: not trained: its time ({format_duration(plan.budget_left_seconds)} left"
+        f" of {format_duration(plan.time_limit_seconds)}, {plan.limit_key}) fits {fit} of its "
+        f"{plan.epochs} epochs ({format_duration(plan.epoch_seconds)} each, measured), fewer "
+        f"than the {min_epochs} it needs"
+    )
+
+
+def _skipped_result(run: TrainingRun, why: str) -> TrainResult:
+    """The outcome of a network :func:`train_network` did not train (see ``skipped``)."""
+    summary = {"epochs_completed": 0, "best_epoch": 0, "best_value": math.nan}
+    result = _result(run.files, summary | {"monitor": run.monitor}, resumed_from=0)
+    return dataclasses.replace(
+        result,
+        epochs=run.epochs,
+        skipped=why,
+        session_seconds=run.deadline.elapsed(),
+        time_limit_seconds=run.deadline.seconds,
+    )
 
 
 def _stopped_early(history: cb.HistoryLog, monitor: str, cfg: Config) -> bool:

@@ -20,6 +20,7 @@ from flare_helpers.data.pseudo_folder import pseudo_cases
 from flare_helpers.data.splits import read_splits
 from flare_helpers.localize.localizer import (
     build_coarse_cache,
+    drop_localizer,
     gate_localizer,
     localizer_training_config,
 )
@@ -76,7 +77,10 @@ def train_localizer(
     Its time, the coarse grid included, is at most ``localizer.time_share`` of
     ``train.time_limit_minutes`` from now, and never past ``deadline`` (the run's).
     Below ``localizer.min_val_dice`` it is not kept (:func:`gate_localizer`; the
-    result's ``best_model`` then names ``localizer_rejected.keras``).
+    result's ``best_model`` then names ``localizer_rejected.keras``). Where its
+    measured plan fits fewer than ``localizer.min_epochs`` epochs in that share, it is
+    not trained at all (a localiser trained that briefly does not find the organs),
+    and the VNet has the time.
     """
     if cfg.preprocess.mode != "spacing" or not cfg.localizer.enabled:
         return None
@@ -85,8 +89,18 @@ def train_localizer(
     build_coarse_cache(cfg, [*splits["train"], *splits["val"]], progress=progress)
     files = RunLayout(Path(cfg.train.output_dir)).localizer
     result = train_network(
-        settings, splits, files, progress=progress, deadline=deadline, section="localizer"
+        settings,
+        splits,
+        files,
+        progress=progress,
+        deadline=deadline,
+        section="localizer",
+        min_epochs=cfg.localizer.min_epochs,
     )
+    if result.skipped:
+        where = drop_localizer(cfg.train.output_dir)
+        print(f"{result.skipped}: prediction covers the whole crop; the VNet gets its time")
+        return dataclasses.replace(result, best_model=where)
     where = gate_localizer(
         cfg.train.output_dir, result.best_epoch, cfg.localizer.min_val_dice, result.best_value
     )
