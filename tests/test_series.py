@@ -67,6 +67,27 @@ def test_neither_data_nor_zip_says_what_to_run(tmp_path):
     )
 
 
+#: What each notebook reads that an earlier one made, and the call that brings it back in a
+#: fresh runtime (or names the notebook to run first).
+NOTEBOOK_NEEDS = {
+    "02_preprocess": ["ensure_data"],
+    "03_train": ["ensure_cache"],
+    "04_evaluate": ["ensure_data", "ensure_model"],
+    "05_render": ["ensure_data", "ensure_model", "ensure_predictions"],
+    "06_pseudolabel": ["ensure_data", "ensure_cache", "ensure_model"],
+}
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOK_NEEDS))
+def test_each_notebook_checks_what_it_needs_before_its_work(notebook):
+    """In the code cell that loads the settings (before any work), and nothing else."""
+    source = (Path(__file__).parents[1] / "notebooks" / f"{notebook}.py").read_text()
+    cells = source.split("\n# %%")
+    first = next(i for i, cell in enumerate(cells) if "series.series_paths(" in cell)
+    assert re.findall(r"series\.(ensure_\w+)\(", cells[first]) == NOTEBOOK_NEEDS[notebook]
+    assert not re.findall(r"series\.ensure_\w+\(", "".join(cells[first + 1 :]))
+
+
 def test_each_need_says_in_one_line_what_came_back(synthetic_zip, tmp_path, monkeypatch, capsys):
     """The line a notebook prints per need in a fresh runtime, and what it prints when the
     notebook before it has not run: one line naming that notebook."""
