@@ -48,6 +48,7 @@ learning_rate = 0.001
 #
 # First the preprocessed cache that notebook 02 left in `work_dir` (on Drive in Colab, so a
 # fresh runtime finds it; without it this cell says to run 02 first).
+#
 # Every setting with its comment; the ones the parameters or `overrides` changed end with
 # their default. Save this text as a YAML file to reuse it as `config_path` (or with
 # `flare-train --config`). Training needs a GPU for real data (Colab: *Runtime → Change
