@@ -82,8 +82,30 @@ def keras_backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
+REFERENCE_STEP = Path(__file__).with_name("reference_step.py")
+
+
+def reference_step() -> str:
+    """``"reference step 58 ms"``: :mod:`reference_step`'s reading now, in a subprocess (this
+    module imports no backend), or why there is none (no TensorFlow installed)."""
+    done = subprocess.run(
+        [sys.executable, str(REFERENCE_STEP)], capture_output=True, text=True, check=False
+    )
+    said = [line for line in done.stdout.splitlines() if line.startswith("reference step:")]
+    if done.returncode or not said:
+        return "reference step not measured (it needs TensorFlow)"
+    return "reference step " + said[0].split(":", 1)[1].split("(")[0].strip()
+
+
+def cpu_settings() -> str:
+    """The environment settings that change CPU speed, where set (empty otherwise)."""
+    keys = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "TF_NUM_INTRAOP_THREADS")
+    return ", ".join(f"{k}={os.environ[k]}" for k in keys if k in os.environ)
+
+
 def environment(*extra: str, backend: str | None = None, gpu: str = "no GPU") -> str:
-    """One line: CPU model, cores, GPU, load average now, Python/numpy/keras/backend versions.
+    """One line: CPU model, cores, GPU, load average now, the reference step now (and
+    the settings that change it), Python/numpy/keras/backend versions.
 
     Args:
         extra: further items appended after the versions (e.g. ``"scipy 1.17.1"``).
@@ -98,9 +120,10 @@ def environment(*extra: str, backend: str | None = None, gpu: str = "no GPU") ->
         *extra,
         platform.system(),
     ]
+    speed = ", ".join(x for x in (reference_step(), cpu_settings()) if x)
     return (
-        f"{cpu_model()}, {cpu_cores()} cores, {gpu} (load average at the end {load_average()}); "
-        + ", ".join(items)
+        f"{cpu_model()}, {cpu_cores()} cores, {gpu} (load average at the end {load_average()}; "
+        f"{speed}); " + ", ".join(items)
     )
 
 
