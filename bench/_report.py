@@ -202,13 +202,15 @@ def append_section(path: Path, heading: str, intro: str, block: str) -> None:
     write_text_atomic(path, before + block + ("\n" + text[end:] if end < len(text) else ""))
 
 
-def scan_range_sets(tmp: Path, n_cases: int, shape: Sequence[int]) -> dict[str, Path]:
-    """Held-out simple phantoms (seed 99) scanned as usual and 1.8× longer, extracted
+def scan_range_sets(
+    tmp: Path, n_cases: int, shape: Sequence[int], family: str = "simple"
+) -> dict[str, Path]:
+    """Held-out phantoms of ``family`` (seed 99) scanned as usual and 1.8× longer, extracted
     under ``tmp``: ``{"normal": data folder, "fov 1.8": data folder}``."""
     sets = {}
     for name, fov in (("normal", 1.0), ("fov 1.8", 1.8)):
         archive = write_synthetic_zip(
-            tmp / name, n_cases, seed=99, shape=shape, fov=fov, progress=False, family="simple"
+            tmp / name, n_cases, seed=99, shape=shape, fov=fov, progress=False, family=family
         )
         sets[name] = extract_zip(archive, tmp / name / "data", progress=False)
     return sets

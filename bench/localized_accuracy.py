@@ -10,7 +10,10 @@ scans and as 1.8× longer scans of the same anatomy, with each setting:
 * the localiser's box at overlap 0.5 in bfloat16, where the CPU computes it natively.
 
 Each is scored on the phantoms' own grids (FLARE22 rules): mean DSC and NSD per
-organ, windows run. For the whole-crop prediction it also counts the predicted
+organ, windows run, and how many CTs' boxes passed the localiser's checks (organ
+sides, plausible ml, fewer windows; a failed box predicts the whole crop). The
+phantoms are CT-like (``--family ct``: bodies and organs of real sizes), since the
+checks' organ volumes would reject every box of the tiny-organ ``simple`` family. For the whole-crop prediction it also counts the predicted
 organ voxels outside the localiser's box and each organ's distance to the box's
 faces (mm; negative = cut). Targets: localised DSC ≥ whole crop − 0.005 per organ;
 no organ voxel outside the box; overlap 0.25 chosen only if it costs < 0.005 DSC.
@@ -105,7 +108,7 @@ def outside_box(model: Path, data: Path, pred_dir: Path) -> tuple[int, dict[str,
 def run(args, tmp: Path) -> tuple[list[dict], dict]:
     shape = tuple(args.shape)
     train_zip = write_synthetic_zip(
-        tmp / "train", args.cases, seed=21, shape=shape, progress=False, family="simple"
+        tmp / "train", args.cases, seed=21, shape=shape, progress=False, family=args.family
     )
     train_data = extract_zip(train_zip, tmp / "train" / "data", progress=False)
     cfg = load_config(
@@ -126,7 +129,7 @@ def run(args, tmp: Path) -> tuple[list[dict], dict]:
     trained = {"minutes": (time.perf_counter() - start) / 60, "epochs": result.epochs_completed}
     native = resolve_precision("auto")[0] == "bfloat16"
     rows = []
-    for name, data in scan_range_sets(tmp, args.test_cases, shape).items():
+    for name, data in scan_range_sets(tmp, args.test_cases, shape, args.family).items():
         pairs_of = {c.case_id: c.image for c in discover_cases(data).cases}
         for label, overrides in SETTINGS:
             if overrides["precision"] == "bfloat16" and not native:
@@ -145,6 +148,7 @@ def run(args, tmp: Path) -> tuple[list[dict], dict]:
                 "windows": sum(r.windows_run for r in reports),
                 "crop_windows": sum(r.windows_crop for r in reports),
                 "grown": sum("grown" in r.note for r in reports),
+                "boxes": sum(r.note.startswith("localised box") for r in reports),
             }
             if label == "whole crop, overlap 0.5":
                 row["outside"], row["margins"] = outside_box(result.best_model, data, pred_dir)
@@ -156,17 +160,17 @@ def run(args, tmp: Path) -> tuple[list[dict], dict]:
 def report(rows: list[dict], trained: dict, args) -> str:
     lines = [
         dated_heading(
-            f"{args.cases} training phantoms of {'×'.join(map(str, args.shape))}, "
+            f"{args.cases} {args.family} training phantoms of {'×'.join(map(str, args.shape))}, "
             f"{trained['minutes']:.1f} min ({trained['epochs']} epochs), "
             f"{args.test_cases} held-out phantoms per scan type"
         ),
         "",
         environment(),
         "",
-        "| scans | setting | windows (of crop's) | CTs grown | "
+        "| scans | setting | windows (of crop's) | boxes used | CTs grown | "
         + " | ".join(f"DSC {o}" for o in ORGANS)
         + " | mean DSC | mean NSD |",
-        "|---|---|---:|---:|" + "---:|" * (len(ORGANS) + 2),
+        "|---|---|---:|---:|---:|" + "---:|" * (len(ORGANS) + 2),
     ]
     for r in rows:
         mean_dsc = sum(r["dsc"][o] for o in ORGANS) / len(ORGANS)
@@ -174,7 +178,7 @@ def report(rows: list[dict], trained: dict, args) -> str:
         cells = " | ".join(f"{r['dsc'][o]:.3f}" for o in ORGANS)
         lines.append(
             f"| {r['scans']} | {r['setting']} | {r['windows']} ({r['crop_windows']}) | "
-            f"{r['grown']} | {cells} | **{mean_dsc:.3f}** | {mean_nsd:.3f} |"
+            f"{r['boxes'] if 'localised' in r['setting'] else '–'} | {r['grown']} | {cells} | **{mean_dsc:.3f}** | {mean_nsd:.3f} |"
         )
     lines.append("")
     for r in rows:
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-cases", type=int, default=4, help="held-out phantoms per scan type")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget (main VNet)")
     parser.add_argument("--loc-epochs", type=int, default=40, help="localiser epochs")
+    parser.add_argument("--family", choices=["ct", "simple"], default="ct", help="phantoms")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="flare-bench-localized-accuracy-") as tmp:
