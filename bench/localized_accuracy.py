@@ -87,7 +87,7 @@ def outside_box(model: Path, data: Path, pred_dir: Path) -> tuple[int, dict[str,
     ids = dict(zip(ORGANS, predictor.organs.to_flare(np.arange(1, 5)), strict=True))
     for case in discover_cases(data).cases:
         image = load_image(case.image)
-        _, region = locate_on_ct(predictor, image)
+        _, region, _ = locate_on_ct(predictor, image)
         pred = load_label(prediction_path(pred_dir, case.case_id), image.geometry).data
         inside = np.zeros(pred.shape, dtype=bool)
         if region is not None and region.box is not None:

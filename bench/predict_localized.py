@@ -126,7 +126,7 @@ def organ_margins(run: Path, image_path: Path, label_path: Path) -> dict[str, fl
     predictor = load_predictor(run / "best.keras")
     image = load_image(image_path)
     label = load_label(label_path, image.geometry).data
-    _, region = locate_on_ct(predictor, image)
+    _, region, _ = locate_on_ct(predictor, image)
     out = {}
     for organ, flare_id in zip(
         predictor.organs.organs, predictor.organs.to_flare(np.arange(1, 5)), strict=True

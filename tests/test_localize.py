@@ -243,14 +243,27 @@ def test_the_figure_draws_the_crop_the_organ_boxes_and_their_union(localized_run
 
     predictor = infer.load_predictor(localized_run / "best.keras")
     image = load_image(synthetic_data / "images" / "FLARE22_Tr_0002_0000.nii.gz")
-    crop, region = infer.locate_on_ct(predictor, image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a box that fails its checks says why
+        crop, region, rejected = infer.locate_on_ct(predictor, image)
     assert all(0 <= s.start < s.stop <= n for s, n in zip(crop, image.data.shape, strict=True))
     box = localize.Region({1: crop, 4: crop}, crop)
     fig = viz.plot_localizer_box(image, crop, box, predictor.organs.organs)
     assert len(fig.axes[0].patches) == 4  # body crop, two organ boxes, their union
-    fig = report.localizer_figure(localized_run / "best.keras", synthetic_data, "FLARE22_Tr_0002")
+    assert fig.axes[0].patches[-1].get_edgecolor()[:3] == (1.0, 1.0, 1.0)
+    why = "localiser box not used (right_kidney: on the patient's left): predicting the whole crop"
+    fig = viz.plot_localizer_box(image, crop, box, predictor.organs.organs, rejected=why)
+    assert fig.axes[0].patches[-1].get_edgecolor()[:3] == (1.0, 0.0, 0.0)  # red: not used
+    assert why in fig.axes[0].get_title()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig = report.localizer_figure(
+            localized_run / "best.keras", synthetic_data, "FLARE22_Tr_0002"
+        )
     drawn = 1 if region is None or region.box is None else 2 + len(region.organs)
     assert len(fig.axes[0].patches) == drawn
+    title = fig.axes[0].get_title()
+    assert rejected in title if rejected else "not used" not in title
 
 
 # --------------------------------------------------------------------------- training

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -251,23 +252,39 @@ def locate(predictor: Predictor, x: np.ndarray) -> Region | None:
     return predictor.localizer.region(x, predictor.settings.roi_margin_mm)
 
 
-def locate_on_ct(predictor: Predictor, image: Volume) -> tuple[tuple[slice, ...], Region | None]:
-    """The body crop and the localiser's organ boxes (and margined union) in CT voxels.
+class LocatedOnCT(NamedTuple):
+    """Where prediction looks in one CT, in voxels of its canonical grid (for figures).
 
-    For figures: voxels of ``image``'s canonical grid. The region is None where
-    predictions do not localise (resize mode, no localiser, ``infer.localize`` off).
+    Attributes:
+        crop: the body crop.
+        region: the localiser's organ boxes and their margined union; None where
+            predictions do not localise (resize mode, no localiser, ``infer.localize`` off).
+        rejected: why prediction does not use that box (:func:`checked_box`: it
+            predicts the whole crop); empty where it does.
     """
+
+    crop: tuple[slice, ...]
+    region: Region | None
+    rejected: str = ""
+
+
+def locate_on_ct(predictor: Predictor, image: Volume) -> LocatedOnCT:
+    """The body crop, the localiser's boxes in CT voxels, and whether prediction uses them."""
     x, crop = prepare_image(image, predictor.params)
     region = locate(predictor, x)
     if region is None:
-        return crop, None
+        return LocatedOnCT(crop, None)
+    rejected = ""
+    if region.box is not None:
+        affine = grid_affine(image.geometry.canonical_affine, crop, x.shape)
+        rejected = checked_box(predictor, region, x, affine)[1]
 
     def on_ct(box):
         return box_on_ct(box, x.shape, crop)
 
     organs = {cls: on_ct(box) for cls, box in region.organs.items()}
     union = on_ct(region.box) if region.box is not None else None
-    return crop, Region(organs, union, region.volumes_ml)
+    return LocatedOnCT(crop, Region(organs, union, region.volumes_ml), rejected)
 
 
 def checked_box(

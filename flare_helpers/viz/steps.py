@@ -57,15 +57,19 @@ def plot_localizer_box(
     organs: Sequence[str],
     plane: str = "coronal",
     title: str = "",
+    rejected: str = "",
 ) -> Figure:
     """One CT slice with the body crop, the localiser's organ boxes and the box predicted.
 
     The fine network's windows cover only the dashed box (the organ boxes plus
     ``infer.roi_margin_mm``); the rest of the body crop (yellow) is background.
+    A box that failed the localiser's checks is drawn in red, and the title says
+    why and that the whole crop is predicted.
 
     Args:
         image: the CT as loaded (canonical RAS, HU).
-        crop, region: from :func:`flare_helpers.infer.predict.locate_on_ct` (CT voxels).
+        crop, region, rejected: from :func:`flare_helpers.infer.predict.locate_on_ct`
+            (CT voxels; ``rejected``: why prediction does not use the box, or empty).
         organs: training organs in class order (class k is ``organs[k - 1]``).
         plane: ``"coronal"`` (default), ``"axial"`` or ``"sagittal"``.
         title: figure title (default: what is drawn).
@@ -84,8 +88,11 @@ def plot_localizer_box(
         for cls, box in region.organs.items():
             name = organ_set.organs[cls - 1]
             _outline(ax, box, axis, hu.shape, color=ORGAN_COLORS[name], lw=1.2)
-        _outline(ax, region.box, axis, hu.shape, color="white", lw=1.5, ls="--")
+        union = "red" if rejected else "white"
+        _outline(ax, region.box, axis, hu.shape, color=union, lw=1.5, ls="--")
         found = "organ boxes, and their union + margin (dashed): the only windows run"
+        if rejected:
+            found = f"organ boxes, union (red, dashed) not used:\n{rejected}"
     ax.set_title(title or f"body crop (yellow); {found}", fontsize=9)
     _legend(fig, organ_set.organs)
     return fig

@@ -131,13 +131,14 @@ def localizer_figure(
     """The localiser's boxes on one case (:func:`flare_helpers.viz.plot_localizer_box`).
 
     Loads the model of ``model_path`` and its run's localiser, prepares the case's
-    CT as a prediction would, and draws where the fine windows would go.
+    CT as a prediction would, and draws where the fine windows would go (and, where the
+    box fails the localiser's checks, why the whole crop is predicted instead).
     """
     cases = {case.case_id: case for case in discover_cases(data_dir).cases}
     if case_id not in cases:
         raise FlareError(f"no case {case_id!r} here", Path(data_dir))
     predictor = load_predictor(model_path)
     image = load_image(cases[case_id].image)
-    crop, region = locate_on_ct(predictor, image)
+    crop, region, rejected = locate_on_ct(predictor, image)
     organs = predictor.organs.organs
-    return plot_localizer_box(image, crop, region, organs, plane)
+    return plot_localizer_box(image, crop, region, organs, plane, rejected=rejected)
