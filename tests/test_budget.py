@@ -36,7 +36,13 @@ from flare_helpers.train.budget import (
 from flare_helpers.train.callbacks import BudgetEnded, TimeLimit, TqdmProgress, eta_line
 from flare_helpers.workflows.training import train
 
-TINY_TRAIN = [*TINY_MODEL, "train.batch_size=2", "train.learning_rate=0.001", "train.workers=1"]
+TINY_TRAIN = [
+    *TINY_MODEL,
+    "train.batch_size=2",
+    "train.learning_rate=0.001",
+    "train.workers=1",
+    "train.plan_steps=3",  # the default: the plan is what these tests check
+]
 
 
 def _args(data: Path, cache: Path, run: Path, *extra: str) -> list[str]:
