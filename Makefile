@@ -14,7 +14,7 @@ COLAB_WHEELS ?= $(HOME)/.cache/flare-vnet/colab-wheels
 COLAB_PIP    := $(COLAB_BIN)/python -m pip
 COLAB_OFFLINE := --no-index --find-links $(COLAB_WHEELS) --constraint $(COLAB_PINS)
 
-.PHONY: setup test test-colab test-browser browser-deps test-widgets7 colab-constraints lint format notebooks demo docs bench clean
+.PHONY: setup test test-slow-cpu test-colab test-browser browser-deps test-widgets7 colab-constraints lint format notebooks demo docs bench clean
 
 setup: $(BIN)/flare-synth
 
@@ -29,6 +29,13 @@ $(BIN)/flare-synth: pyproject.toml
 # (tests/conftest.py keeps the tests of the one notebook-series run on one worker).
 test: lint
 	$(BIN)/python -m pytest -q -n 2
+
+# The suite as a slow 2-core CPU runs it (Linux): TensorFlow without oneDNN on one core reads
+# about 700 ms a reference step, as such a machine does with both. An upper bound: the two
+# pytest workers share that core, so Python runs at half the speed it would there.
+test-slow-cpu:
+	TF_ENABLE_ONEDNN_OPTS=0 taskset -c 0 $(BIN)/python bench/reference_step.py
+	TF_ENABLE_ONEDNN_OPTS=0 PYTEST_ADDOPTS=--durations=10 taskset -c 0 $(MAKE) test
 
 # Installs into a Colab-like Python 3.13 venv: (a) the base install, as the notebooks'
 # first cell runs it in Colab, must change none of Colab's packages; (b) with the

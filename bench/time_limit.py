@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in said.splitlines()
             if "%|" not in line
             and " took " not in line
-            and any(k in line for k in ("time limit", "model left", "last weights", "localiser"))
+            and any(
+                k in line
+                for k in ("time limit", "model left", "last weights", "localiser", "not trained")
+            )
         ]
         plan = json.loads((tmp / "run" / "plan.json").read_text())
         image = sorted((data / "images").glob("*.nii.gz"))[0]
