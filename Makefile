@@ -111,6 +111,7 @@ demo:
 # progress bars as they ended. Rerun it after changing a notebook: a test compares their
 # code cells with notebooks/*.py.
 docs:
+	rm -rf runs/demo  # a run from scratch: a finished demo run would only report "already trained"
 	$(BIN)/flare-series --profile demo --fresh-runtimes
 	$(BIN)/python -m flare_helpers.series.docs runs/demo/notebooks docs/notebooks
 

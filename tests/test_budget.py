@@ -67,7 +67,8 @@ def _preprocess(args: list[str]) -> None:
 @pytest.mark.slow
 def test_flare_train_writes_a_measured_plan_that_predicts_the_run(synthetic_data, tmp_path, capsys):
     """plan.json: measured seconds per step on this device; its predicted time within a factor
-    of 3 of the time training then took; and the plan's steps leave the result unchanged."""
+    of 3 of the time training then took. (That the plan's steps leave the result unchanged:
+    ``test_train.py``'s killed-run test, whose uninterrupted run has a plan and the other not.)"""
     args = _args(
         synthetic_data,
         tmp_path / "cache",
@@ -90,21 +91,6 @@ def test_flare_train_writes_a_measured_plan_that_predicts_the_run(synthetic_data
     print(f"predicted {predicted:.2f} s, training took {took:.2f} s")
     assert took / 3 <= predicted <= 3 * took
     assert plan["actual"]["steps_run"] == 20 and plan["actual"]["stopped_by"] == ""
-    # the plan trained the model for 4 steps, then put every variable back: same run without it
-    unplanned = train(
-        load_config(
-            None,
-            [
-                *args[:2],
-                f"train.output_dir={tmp_path / 'unplanned'}",
-                *args[3:],
-                "train.plan_steps=0",
-            ],
-        ),
-        progress=False,
-    )
-    assert unplanned.history_csv.read_text() == RunLayout(tmp_path / "run").history.read_text()
-    assert not RunLayout(tmp_path / "unplanned").plan.exists()
 
 
 def _plan(**changes) -> MeasuredPlan:

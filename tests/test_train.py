@@ -63,16 +63,19 @@ def _history_rows(path: Path) -> list[dict[str, str]]:
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(synthetic_data, tmp_path):
     """SIGKILL after epoch 1; the same command continues at epoch 2 and ends where an
     uninterrupted run ends (weights within float tolerance, identical curves: the same
-    seed gives the same run). A finished run is not retrained."""
+    seed gives the same run). The uninterrupted run measures its plan first, the other
+    does not: the plan's steps leave the result unchanged. A finished run is not retrained."""
     cache = tmp_path / "cache"
     common = TINY_TRAIN + [
         f"data.data_dir={synthetic_data}",
         f"data.cache_dir={cache}",
         "train.epochs=3",
     ]
-    straight_cfg = load_config(None, [*common, f"train.output_dir={tmp_path / 'a'}"])
+    planned = [*common, f"train.output_dir={tmp_path / 'a'}", "train.plan_steps=3"]
+    straight_cfg = load_config(None, planned)
     straight = train(straight_cfg, progress=False)
     assert straight.resumed_from == 0 and straight.epochs_completed == 3
+    assert RunLayout(straight.run_dir).plan.exists()  # 4 steps trained, then put back
     assert {p.name for p in RunLayout(straight.run_dir).root.iterdir()} >= {
         "config.yaml",
         "splits.json",
@@ -103,6 +106,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(synthetic_data, tmp
     assert rerun.returncode == 0, output
     assert f"resumed at epoch {done_before + 1}" in output
     assert latest_checkpoint(run_b / "checkpoints")[0] == 3
+    assert not RunLayout(run_b).plan.exists()
     for a, b in zip(
         _weights(straight.run_dir / "checkpoints" / "epoch_0003.keras"),
         _weights(run_b / "checkpoints" / "epoch_0003.keras"),
