@@ -12,7 +12,7 @@ TINY_MODEL = [
     "model.convs_per_stage=[1,1,1]",
     "model.kernel_size=3",
     "train.steps_per_epoch=0",  # an epoch: one sample per training case
-    "train.plan_steps=0",  # no measured plan: a third of a tiny run's time (its tests set it)
+    "train.plan_steps=0",  # no measured plan (its steps, validation pass and save; its tests set it)
 ]
 
 #: A tiny localiser: 16³ windows of the 6 mm grid, the smallest VNet (seconds to train).
