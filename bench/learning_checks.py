@@ -76,7 +76,8 @@ RECIPES = {
 def run_recipe(name: str, folder: Path) -> dict:
     """Train one recipe; held-out DSC per organ, the validation cases' minimum, the time."""
     phantoms, settings = RECIPES[name]
-    zip_path = write_synthetic_zip(folder, 20, seed=11, progress=False, family="simple", **phantoms)
+    given = {key: value for key, value in phantoms.items() if value is not None}
+    zip_path = write_synthetic_zip(folder, 20, seed=11, progress=False, family="simple", **given)
     data = extract_zip(zip_path, folder / "data", progress=False)
     cfg = run_config(data, folder / "cache", folder / "run", *settings)
     start = time.perf_counter()
