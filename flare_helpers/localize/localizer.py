@@ -629,8 +629,7 @@ def gate_localizer(
             else:
                 os.replace(rejected, kept)
         return kept
-    if kept.exists():
-        os.replace(kept, rejected)
+    drop_localizer(run_dir)
     print(
         f"localiser not kept: {column} {dice:.3f} (epoch {best_epoch}, the best) < "
         f"localizer.min_val_dice {min_val_dice:g}; prediction covers the whole crop "
