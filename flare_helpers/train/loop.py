@@ -610,7 +610,7 @@ def make_callbacks(
             if measured and run.splits["val"]
             else 0.0
         ),
-        validated=bool(history.rows) or files.best_model.exists(),
+        validated=_validated(run),
     )
     callbacks.append(run.time_limit)
     callbacks.append(cb.ResumeCheckpoint(files.checkpoints))  # last: marks the epoch as done
@@ -851,8 +851,13 @@ def _too_short(plan: MeasuredPlan | None, run: TrainingRun, min_epochs: int) -> 
 
 def _skipped_result(run: TrainingRun, why: str) -> TrainResult:
     """The outcome of a network :func:`train_network` did not train (see ``skipped``)."""
-    summary = {"epochs_completed": 0, "best_epoch": 0, "best_value": math.nan}
-    result = _result(run.files, summary | {"monitor": run.monitor}, resumed_from=0)
+    summary = {
+        "epochs_completed": 0,
+        "best_epoch": 0,
+        "best_value": math.nan,
+        "monitor": run.monitor,
+    }
+    result = _result(run.files, summary, resumed_from=0)
     return dataclasses.replace(
         result,
         epochs=run.epochs,
